@@ -1,0 +1,1 @@
+"""The Lensbench Qt application: window, worker thread, controller, sessions and settings."""

@@ -1,0 +1,190 @@
+"""Turns panel intents into jobs for the one worker thread, and drops stale results.
+
+Each panel submits on its own *channel*; a newer job on a channel cancels the older one, and only
+the newest job's result is delivered. The shared Selection lives here so panels stay linked.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from app.selection import Selection
+from app.worker import Job, Worker
+from engine.errors import ErrorInfo
+from engine.model_sources import ModelSpec
+
+
+@dataclass
+class _Handlers:
+    on_result: Callable[[Any], None] | None
+    on_partial: Callable[[Any], None] | None
+    on_error: Callable[[ErrorInfo], bool] | None
+    on_cancel: Callable[[], None] | None
+
+
+class Controller(QObject):
+    _submit = Signal(object)  # queued to the worker thread
+
+    busy_changed = Signal(bool)
+    job_progress = Signal(str, float, str)  # channel, fraction, message
+    job_started = Signal(str)  # channel
+    job_done = Signal(str)  # channel (finished, failed or cancelled)
+    error = Signal(str, object)  # channel, ErrorInfo not handled by the submitter
+    model_loaded = Signal(object)  # ModelInfo
+    model_loading = Signal(object)  # ModelSpec
+    prompt_run = Signal(str, bool)  # prompt, truncate: every panel recomputes for this prompt
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.selection = Selection()
+        self.model_info = None
+        self.last_prompt_result = None
+        self._ids = itertools.count(1)
+        self._jobs: dict[int, Job] = {}
+        self._handlers: dict[int, _Handlers] = {}
+        self._newest: dict[str, int] = {}
+        self._thread = QThread()
+        self._thread.setObjectName("lensbench-worker")
+        self._worker = Worker()
+        self._worker.moveToThread(self._thread)
+        self._submit.connect(self._worker.run)
+        self._worker.started.connect(self._on_started)
+        self._worker.progress.connect(self._on_progress)
+        self._worker.partial.connect(self._on_partial)
+        self._worker.finished.connect(self._on_finished)
+        self._worker.failed.connect(self._on_failed)
+        self._worker.cancelled.connect(self._on_cancelled)
+        self._worker.model_loaded.connect(self._on_model_loaded)
+        self._thread.start()
+        self._closed = False
+
+    # -- submitting ---------------------------------------------------------------------------
+    def submit(
+        self,
+        channel: str,
+        fn: Callable[..., Any],
+        request: Any,
+        on_result: Callable[[Any], None] | None = None,
+        on_partial: Callable[[Any], None] | None = None,
+        on_error: Callable[[ErrorInfo], bool] | None = None,
+        on_cancel: Callable[[], None] | None = None,
+        grad: bool = False,
+        kind: str = "analysis",
+    ) -> int:
+        """Queue ``fn(host, request, ctx)``; cancel the channel's previous job. Returns the id."""
+        if self._closed:
+            return -1
+        old = self._newest.get(channel)
+        if old is not None and old in self._jobs:
+            self._jobs[old].ctx.cancel()
+        job_id = next(self._ids)
+        job = Job(job_id, channel, fn, request, kind=kind, grad=grad)
+        self._jobs[job_id] = job
+        self._handlers[job_id] = _Handlers(on_result, on_partial, on_error, on_cancel)
+        self._newest[channel] = job_id
+        self.busy_changed.emit(True)
+        self._submit.emit(job)
+        return job_id
+
+    def run_prompt(self, prompt: str, truncate: bool = False) -> None:
+        """Make ``prompt`` current and ask every panel to recompute."""
+        self.selection.set_prompt(prompt)
+        self.prompt_run.emit(prompt, truncate)
+
+    def load_model(self, spec: ModelSpec, on_result=None, on_error=None) -> int:
+        # Loading replaces the host under every panel: stop whatever runs first.
+        self.cancel_all()
+        self.model_loading.emit(spec)
+        return self.submit("model", None, spec, on_result=on_result, on_error=on_error,
+                           kind="load")
+
+    def cancel(self, channel: str) -> None:
+        job_id = self._newest.get(channel)
+        if job_id is not None and job_id in self._jobs:
+            self._jobs[job_id].ctx.cancel()
+
+    def cancel_all(self) -> None:
+        for job in self._jobs.values():
+            job.ctx.cancel()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._jobs)
+
+    @property
+    def thread(self) -> QThread:
+        return self._thread
+
+    # -- worker signals -----------------------------------------------------------------------
+    def _current(self, job_id: int) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or self._newest.get(job.channel) != job_id:
+            return None
+        return job
+
+    def _on_started(self, job_id: int) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            self.job_started.emit(job.channel)
+
+    def _on_progress(self, job_id: int, fraction: float, message: str) -> None:
+        job = self._current(job_id)
+        if job is not None and not job.ctx.cancelled:
+            self.job_progress.emit(job.channel, fraction, message)
+
+    def _on_partial(self, job_id: int, result: Any) -> None:
+        job = self._current(job_id)
+        handlers = self._handlers.get(job_id)
+        if job is not None and handlers and handlers.on_partial and not job.ctx.cancelled:
+            handlers.on_partial(result)
+
+    def _on_finished(self, job_id: int, result: Any) -> None:
+        job, handlers = self._current(job_id), self._handlers.get(job_id)
+        self._retire(job_id)
+        if job is not None and handlers and handlers.on_result and not job.ctx.cancelled:
+            handlers.on_result(result)
+
+    def _on_failed(self, job_id: int, info: ErrorInfo) -> None:
+        job, handlers = self._current(job_id), self._handlers.get(job_id)
+        self._retire(job_id)
+        if job is None:
+            return
+        if handlers and handlers.on_error and handlers.on_error(info):
+            return
+        self.error.emit(job.channel, info)
+
+    def _on_cancelled(self, job_id: int) -> None:
+        job, handlers = self._current(job_id), self._handlers.get(job_id)
+        self._retire(job_id)
+        if job is not None and handlers and handlers.on_cancel:
+            handlers.on_cancel()
+
+    def _on_model_loaded(self, job_id: int, info) -> None:
+        self.model_info = info
+        self.model_loaded.emit(info)
+
+    def _retire(self, job_id: int) -> None:
+        job = self._jobs.pop(job_id, None)
+        self._handlers.pop(job_id, None)
+        if job is not None:
+            self.job_done.emit(job.channel)
+        if not self._jobs:
+            self.busy_changed.emit(False)
+
+    # -- shutdown -----------------------------------------------------------------------------
+    def shutdown(self, timeout_ms: int = 30000) -> bool:
+        """Cancel everything, free the model on its own thread, stop the thread. True if joined."""
+        if self._closed:
+            return True
+        self._closed = True
+        self.cancel_all()
+        from PySide6.QtCore import QMetaObject, Qt
+
+        QMetaObject.invokeMethod(self._worker, "shutdown", Qt.ConnectionType.QueuedConnection)
+        self._thread.quit()
+        return self._thread.wait(timeout_ms)

@@ -1,0 +1,64 @@
+"""Command line: ``lensbench [--model NAME_OR_PATH] [--device D] [--prompt TEXT] [SESSION_FILE]``.
+
+``--screenshot PATH`` starts the app, runs the prompt, saves a PNG of the window and exits; the
+README images and GUI tests use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DEFAULT_PROMPT = "When John and Mary went to the store, John gave a drink to"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="lensbench", description="Lensbench: a workbench for "
+                                "mechanistic interpretability of transformer language models.")
+    p.add_argument("session", nargs="?", help="a .lensbench session file to open")
+    p.add_argument("--model", help="HF model name (e.g. gpt2-small) or local model folder; "
+                   "default: the bundled model organism")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--prompt", help="prompt to run at start")
+    p.add_argument("--screenshot", metavar="PATH", help="run the prompt, save a PNG, and exit")
+    p.add_argument("--size", default="1400x900", help="window size for --screenshot (WxH)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.screenshot and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Lensbench")
+    app.setOrganizationName("Lensbench")
+    from app.main_window import MainWindow
+    from engine.model_sources import ModelSpec
+
+    window = MainWindow(restore_layout=not args.screenshot)
+    if args.screenshot:
+        w, h = (int(x) for x in args.size.lower().split("x"))
+        window.resize(w, h)
+    window.show()
+    if args.session:
+        from app.session_actions import open_path
+
+        open_path(window, args.session)
+    else:
+        window.load_model(ModelSpec.parse(args.model, args.device, args.dtype))
+        prompt = args.prompt if args.prompt is not None else DEFAULT_PROMPT
+        window.prompt_editor.set_prompt(prompt)
+        window._run_prompt(prompt, window.prompt_editor.top_k.value(), False)
+    if args.screenshot:
+        from app.screenshot import save_when_idle
+
+        save_when_idle(window, args.screenshot)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The main window only assembles: prompt editor in the centre, panels in docks, menus, status."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QMainWindow
+
+from app import layout_state
+from app.controller import Controller
+from app.error_view import ErrorView
+from app.panels import PANELS
+from app.status_bar import JobStatusBar
+from engine.model_sources import ModelSpec
+from widgets.prompt_editor import PromptEditor
+
+
+class MainWindow(QMainWindow):
+    sig_closed = Signal()
+
+    def __init__(self, controller: Controller | None = None, restore_layout: bool = True) -> None:
+        super().__init__()
+        self.setWindowTitle("Lensbench")
+        self.setObjectName("MainWindow")
+        self.resize(1400, 900)
+        self.setDockNestingEnabled(True)
+        self.controller = controller or Controller(self)
+        self.model_spec = ModelSpec()
+        self.session_path: str | None = None
+        self.prompt_editor = PromptEditor()
+        self.prompt_editor.setMaximumHeight(190)  # panels, not the text box, get the space
+        self.setCentralWidget(self.prompt_editor)
+        self.status = JobStatusBar(self.controller, self)
+        self.setStatusBar(self.status)
+        self.errors = ErrorView(self)
+        self.bindings = []
+        self.docks: dict[str, QDockWidget] = {}
+        for binding_cls in PANELS:
+            binding = binding_cls(self.controller, self)
+            dock = QDockWidget(binding.title, self)
+            dock.setObjectName(binding.object_name)
+            dock.setWidget(binding.widget)
+            dock.setToolTip(binding.tooltip)
+            tab_with = self.docks.get(getattr(binding, "tab_with", ""))
+            if tab_with is not None:
+                self.tabifyDockWidget(tab_with, dock)
+            else:
+                self.addDockWidget(binding.area, dock)
+            self.bindings.append(binding)
+            self.docks[binding.object_name] = dock
+        self._default_state = self.saveState(layout_state.LAYOUT_VERSION)
+        self._build_menus()
+        self.prompt_editor.sig_run.connect(self._run_prompt)
+        self.controller.error.connect(self.errors.show)
+        self.controller.model_loaded.connect(self._model_loaded)
+        self.controller.selection.prompt_changed.connect(self.prompt_editor.set_prompt)
+        if restore_layout:
+            layout_state.restore_layout(self)
+
+    # -- menus --------------------------------------------------------------------------------
+    def _build_menus(self) -> None:
+        from app import session_actions
+
+        file_menu = self.menuBar().addMenu("&File")
+        self.action_open = QAction("&Open session…", self, shortcut=QKeySequence.StandardKey.Open)
+        self.action_save = QAction("&Save session", self, shortcut=QKeySequence.StandardKey.Save)
+        self.action_save_as = QAction("Save session &as…", self,
+                                      shortcut=QKeySequence.StandardKey.SaveAs)
+        self.action_open.triggered.connect(lambda: session_actions.open_dialog(self))
+        self.action_save.triggered.connect(lambda: session_actions.save(self))
+        self.action_save_as.triggered.connect(lambda: session_actions.save_as_dialog(self))
+        quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        for a in (self.action_open, self.action_save, self.action_save_as):
+            file_menu.addAction(a)
+        file_menu.addSeparator()
+        file_menu.addAction(quit_action)
+        model_menu = self.menuBar().addMenu("&Model")
+        self.action_load = QAction("&Load model…", self, shortcut="Ctrl+L")
+        self.action_load.triggered.connect(self.open_model_dialog)
+        model_menu.addAction(self.action_load)
+        view_menu = self.menuBar().addMenu("&View")
+        for dock in self.docks.values():
+            view_menu.addAction(dock.toggleViewAction())
+        view_menu.addSeparator()
+        self.action_reset_layout = QAction("&Reset layout", self)
+        self.action_reset_layout.triggered.connect(self.reset_layout)
+        view_menu.addAction(self.action_reset_layout)
+        cancel = QAction("Cancel job", self, shortcut=Qt.Key.Key_Escape)
+        cancel.triggered.connect(self.controller.cancel_all)
+        self.addAction(cancel)
+
+    def reset_layout(self) -> None:
+        for dock in self.docks.values():
+            dock.setFloating(False)
+            dock.show()
+        self.restoreState(self._default_state, layout_state.LAYOUT_VERSION)
+
+    # -- actions ------------------------------------------------------------------------------
+    def load_model(self, spec: ModelSpec) -> int:
+        self.model_spec = spec
+        return self.controller.load_model(spec)
+
+    def open_model_dialog(self) -> None:
+        from app.model_dialog import ModelDialog
+
+        dialog = ModelDialog(self, self.model_spec)
+        if dialog.exec():
+            self.load_model(dialog.spec())
+
+    def _run_prompt(self, prompt: str, top_k: int, truncate: bool) -> None:
+        if not prompt.strip():
+            self.prompt_editor.show_message("The prompt is empty. Type some text to run the "
+                                            "model on.")
+            return
+        if self.controller.model_info is None and not self.controller.busy:
+            self.prompt_editor.show_message("No model is loaded. Use Model > Load model….")
+            return
+        self.controller.run_prompt(prompt, truncate)
+
+    def _model_loaded(self, info) -> None:
+        self.setWindowTitle(f"Lensbench — {info.name}")
+
+    def closeEvent(self, event) -> None:
+        layout_state.save_layout(self)
+        self.controller.shutdown()
+        self.sig_closed.emit()
+        super().closeEvent(event)

@@ -1,0 +1,12 @@
+"""The panel registry: each entry is a PanelBinding class; the main window docks them in order.
+
+Adding a panel = one view in widgets/, one binding module here, one line in PANELS.
+"""
+
+from __future__ import annotations
+
+from app.panels.predictions import PredictionsBinding
+
+PANELS = [
+    PredictionsBinding,
+]

@@ -1,0 +1,40 @@
+"""Binding for the Predictions panel: runs ``engine.prompt.run_prompt`` for the current prompt."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from app.panels.base import PanelBinding
+from engine.prompt import PromptRequest, run_prompt
+from widgets.predictions_panel import PredictionsPanel
+
+
+class PredictionsBinding(PanelBinding):
+    title = "Predictions"
+    object_name = "predictionsDock"
+    area = Qt.DockWidgetArea.RightDockWidgetArea
+    channel = "predictions"
+
+    def create_widget(self):
+        panel = PredictionsPanel()
+        panel.sig_position_selected.connect(self.controller.selection.set_position)
+        self.controller.selection.position_changed.connect(panel.set_position)
+        return panel
+
+    def on_prompt_run(self, prompt: str, truncate: bool) -> None:
+        top_k = self.window.prompt_editor.top_k.value() if self.window is not None else 10
+        request = PromptRequest(prompt=prompt, top_k=top_k, truncate=truncate)
+        self.controller.submit(self.channel, run_prompt, request, on_result=self._show,
+                               on_error=self._on_error)
+
+    def _show(self, result) -> None:
+        self.widget.set_result(result)
+        self.controller.last_prompt_result = result
+
+    def _on_error(self, info) -> bool:
+        """Input problems go next to the prompt, not into an error box."""
+        if self.window is not None and info.kind in ("input", "too_long"):
+            self.window.prompt_editor.show_message(f"{info.message} {info.hint}",
+                                                   offer_truncate=info.kind == "too_long")
+            return True
+        return False

@@ -1,0 +1,101 @@
+"""One worker object in one QThread: it owns the model host and runs one job at a time.
+
+Jobs arrive through a queued signal, so they run in order on the worker thread. Everything that
+leaves this thread is plain data: results (numpy dataclasses), ErrorInfo records, floats, strings.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PySide6.QtCore import QObject, Signal, Slot
+
+from engine.errors import ErrorInfo, is_out_of_memory
+from engine.host import ModelHost, load_host
+from engine.jobs import Cancelled, Context
+
+
+@dataclass
+class Job:
+    """A unit of work. ``fn(host, request, ctx)``; load jobs have ``kind == 'load'``."""
+
+    job_id: int
+    channel: str
+    fn: Callable[..., Any] | None
+    request: Any
+    kind: str = "analysis"
+    grad: bool = False
+    ctx: Context = field(default_factory=Context)
+
+
+class Worker(QObject):
+    progress = Signal(int, float, str)  # job_id, fraction 0..1, message
+    partial = Signal(int, object)  # job_id, partial result
+    finished = Signal(int, object)  # job_id, result
+    failed = Signal(int, object)  # job_id, ErrorInfo
+    cancelled = Signal(int)  # job_id
+    started = Signal(int)  # job_id
+    model_loaded = Signal(int, object)  # job_id, ModelInfo
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.host: ModelHost | None = None
+
+    @Slot(object)
+    def run(self, job: Job) -> None:
+        job.ctx._on_progress = lambda f, m: self.progress.emit(job.job_id, f, m)
+        job.ctx._on_partial = lambda r: self.partial.emit(job.job_id, r)
+        try:
+            job.ctx.check_cancelled()  # cancelled while queued: never start it
+            self.started.emit(job.job_id)
+            if job.kind == "load":
+                self._load(job)
+                return
+            if self.host is None:
+                from engine.errors import ModelLoadError
+
+                raise ModelLoadError("No model is loaded.", "Load a model first (Model menu).")
+            if job.grad:
+                result = job.fn(self.host, job.request, job.ctx)
+            else:
+                with torch.inference_mode():
+                    result = job.fn(self.host, job.request, job.ctx)
+            job.ctx.check_cancelled()
+            self.finished.emit(job.job_id, result)
+        except Cancelled:
+            self.cancelled.emit(job.job_id)
+        except BaseException as exc:  # every failure becomes a record; the thread lives on
+            if is_out_of_memory(exc):
+                self._free_memory()
+            self.failed.emit(job.job_id, ErrorInfo.from_exception(exc))
+
+    def _load(self, job: Job) -> None:
+        new_host = load_host(job.request, job.ctx)
+        try:
+            job.ctx.check_cancelled()
+        except Cancelled:
+            new_host.close()  # the previous model stays loaded
+            raise
+        old, self.host = self.host, new_host
+        if old is not None:
+            old.close()
+            self._free_memory()
+        self.model_loaded.emit(job.job_id, new_host.info)
+        self.finished.emit(job.job_id, new_host.info)
+
+    @Slot()
+    def shutdown(self) -> None:
+        if self.host is not None:
+            self.host.close()
+            self.host = None
+        self._free_memory()
+
+    @staticmethod
+    def _free_memory() -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,146 @@
+"""The model host: one loaded TransformerBridge (compatibility mode), its tokenizer and device.
+
+Only the worker thread touches a host. ``load_host`` is itself a job function so loading shows
+progress and can be cancelled between its steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.devices import DTYPES, memory_used, pick_device, supported_dtypes
+from engine.errors import LensbenchError, ModelLoadError
+from engine.jobs import Context, JobContext
+from engine.model_sources import ModelSpec, resolve_folder
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the UI shows about the loaded model; plain values only."""
+
+    name: str
+    source: str
+    folder: str
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+    n_ctx: int
+    n_key_value_heads: int
+    n_params: int
+    device: str
+    dtype: str
+    load_seconds: float
+    memory_bytes: int
+    architecture: str
+
+    @property
+    def is_gqa(self) -> bool:
+        return 0 < self.n_key_value_heads < self.n_heads
+
+    def summary(self) -> str:
+        mem = f", {self.memory_bytes / 2**20:.0f} MiB" if self.memory_bytes else ""
+        return (f"{self.name} · {self.n_layers}L×{self.n_heads}H d={self.d_model} · "
+                f"{self.n_params / 1e6:.1f}M params · {self.device} {self.dtype}{mem}")
+
+
+class ModelHost:
+    """Owns the bridge. Analyses read ``host.model`` (compatibility mode) and ``host.info``."""
+
+    def __init__(self, model, spec: ModelSpec, info: ModelInfo) -> None:
+        self.model = model
+        self.spec = spec
+        self.info = info
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.info.device)
+
+    def close(self) -> None:
+        """Drop the model and return accelerator memory."""
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _param_bytes(model) -> tuple[int, int]:
+    n = sum(p.numel() for p in model.parameters())
+    b = sum(p.numel() * p.element_size() for p in model.parameters())
+    return int(n), int(b)
+
+
+def load_host(spec: ModelSpec, ctx: JobContext | None = None) -> ModelHost:
+    """Resolve, validate and boot a model, then enable TransformerLens compatibility mode."""
+    ctx = ctx or Context()
+    started = time.perf_counter()
+    device = pick_device(spec.device)
+    if spec.dtype not in DTYPES:
+        raise ModelLoadError(f"Unknown dtype {spec.dtype!r}.", "Use float32, bfloat16 or float16.")
+    if spec.dtype not in supported_dtypes(device):
+        raise ModelLoadError(f"{spec.dtype} is not supported on {device}.",
+                             f"Use one of {', '.join(supported_dtypes(device))}.")
+    ctx.progress(0.02, f"Locating {spec.display_name}…")
+    folder = resolve_folder(spec, ctx)
+    ctx.check_cancelled()
+    ctx.progress(0.85 if spec.source == "hf" else 0.3, f"Loading {spec.display_name} on {device}…")
+    from transformer_lens.model_bridge import TransformerBridge
+
+    kwargs: dict = {"dtype": DTYPES[spec.dtype], "trust_remote_code": False}
+    if spec.n_devices > 1:
+        kwargs["n_devices"] = spec.n_devices
+    else:
+        kwargs["device"] = device
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = TransformerBridge.boot_transformers(str(folder), **kwargs)
+            ctx.check_cancelled()
+            ctx.progress(0.92, "Processing weights (TransformerLens compatibility mode)…")
+            model.enable_compatibility_mode(disable_warnings=True)
+    except LensbenchError:
+        raise
+    except Exception as exc:
+        if type(exc).__name__ in ("Cancelled", "OutOfMemoryError"):
+            raise
+        raise ModelLoadError(f"Could not load {spec.display_name}: {type(exc).__name__}: {exc}",
+                             "The folder may be incomplete or corrupt, or its architecture is "
+                             "not supported by TransformerLens 4.") from exc
+    model.eval()
+    ctx.check_cancelled()
+    cfg = model.cfg
+    n_params, n_bytes = _param_bytes(model)
+    n_kv = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
+    info = ModelInfo(
+        name=spec.display_name,
+        source=spec.source,
+        folder=str(Path(folder)),
+        n_layers=int(cfg.n_layers),
+        n_heads=int(cfg.n_heads),
+        d_model=int(cfg.d_model),
+        d_head=int(cfg.d_head),
+        d_mlp=int(getattr(cfg, "d_mlp", 0) or 0),
+        d_vocab=int(cfg.d_vocab),
+        n_ctx=int(cfg.n_ctx),
+        n_key_value_heads=n_kv,
+        n_params=n_params,
+        device=str(device),
+        dtype=spec.dtype,
+        load_seconds=time.perf_counter() - started,
+        memory_bytes=memory_used(str(device)) or n_bytes,
+        architecture=str(getattr(cfg, "architecture", "") or ""),
+    )
+    ctx.progress(1.0, f"Loaded {info.name}")
+    return ModelHost(model, spec, info)

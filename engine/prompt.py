@@ -1,0 +1,74 @@
+"""The first analysis: run a prompt, top-k next tokens at every position, loss per token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.jobs import JobContext
+from engine.tokens import str_tokens, tokenize
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    prompt: str
+    top_k: int = 10
+    prepend_bos: bool = True
+    truncate: bool = False
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """Predictions for one prompt. ``top_probs[p, k]`` is the k-th likeliest next token after p."""
+
+    prompt: str
+    str_tokens: tuple[str, ...]
+    token_ids: np.ndarray  # [pos] int64
+    top_ids: np.ndarray  # [pos, k] int64
+    top_tokens: tuple[tuple[str, ...], ...]  # [pos][k]
+    top_probs: np.ndarray  # [pos, k] float32
+    loss_per_token: np.ndarray  # [pos-1] float32: -log p(token[p+1] | tokens[:p+1])
+    truncated_from: int = 0  # original token count when the prompt was truncated, else 0
+
+    @property
+    def mean_loss(self) -> float:
+        return float(self.loss_per_token.mean()) if self.loss_per_token.size else float("nan")
+
+
+def log_probs(host, tokens: torch.Tensor) -> torch.Tensor:
+    """Log-softmax of the model's logits [batch, pos, vocab] in float32."""
+    logits = host.model(tokens, return_type="logits")
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+@torch.inference_mode()
+def run_prompt(host, request: PromptRequest, ctx: JobContext) -> PromptResult:
+    ctx.progress(0.05, "Tokenising…")
+    full = host.model.to_tokens(request.prompt, prepend_bos=request.prepend_bos,
+                                truncate=False) \
+        if request.prompt and request.prompt.strip() else None
+    tokens = tokenize(host, request.prompt, request.prepend_bos, request.truncate)
+    ctx.check_cancelled()
+    ctx.progress(0.2, "Running the model…")
+    lp = log_probs(host, tokens)[0]
+    ctx.check_cancelled()
+    k = max(1, min(int(request.top_k), lp.shape[-1]))
+    top_lp, top_ids = lp.topk(k, dim=-1)
+    ids = tokens[0]
+    loss = -lp[:-1].gather(-1, ids[1:, None])[:, 0] if ids.numel() > 1 else lp.new_zeros(0)
+    top_ids_np = top_ids.cpu().numpy().astype(np.int64)
+    decode = host.tokenizer.decode
+    top_tokens = tuple(tuple(decode([int(i)]) for i in row) for row in top_ids_np)
+    ctx.progress(1.0, "Done")
+    return PromptResult(
+        prompt=request.prompt,
+        str_tokens=tuple(str_tokens(host, ids)),
+        token_ids=ids.cpu().numpy().astype(np.int64),
+        top_ids=top_ids_np,
+        top_tokens=top_tokens,
+        top_probs=top_lp.exp().cpu().numpy().astype(np.float32),
+        loss_per_token=loss.cpu().numpy().astype(np.float32),
+        truncated_from=int(full.shape[-1]) if full is not None and full.shape[-1] > ids.numel() else 0,
+    )

@@ -1,0 +1,50 @@
+"""Tokenisation helpers: visible string tokens, single-token answers, context-length checks."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.errors import InputError, PromptTooLong
+
+_VISIBLE = str.maketrans({" ": "·", "\n": "↵", "\t": "⇥", "\r": "␍"})
+
+
+def visible(token: str) -> str:
+    """Make whitespace visible so ' the' and 'the' look different on an axis."""
+    return token.translate(_VISIBLE) if token else "∅"
+
+
+def str_tokens(host, tokens: torch.Tensor) -> list[str]:
+    """Decoded string tokens of a 1-D or [1, pos] id tensor."""
+    ids = tokens.reshape(-1).tolist()
+    return [host.tokenizer.decode([i]) for i in ids]
+
+
+def tokenize(host, text: str, prepend_bos: bool = True, truncate: bool = False) -> torch.Tensor:
+    """Token ids [1, pos] on the host's device; empty or over-long prompts raise clear errors."""
+    if text is None or not text.strip():
+        raise InputError("The prompt is empty.", "Type some text to run the model on.")
+    tokens = host.model.to_tokens(text, prepend_bos=prepend_bos, truncate=False)
+    n_ctx = host.info.n_ctx
+    if tokens.shape[-1] > n_ctx:
+        if not truncate:
+            raise PromptTooLong(int(tokens.shape[-1]), n_ctx)
+        keep = tokens[:, -n_ctx:]
+        if prepend_bos:
+            keep = torch.cat([tokens[:, :1], tokens[:, -(n_ctx - 1):]], dim=1)
+        tokens = keep
+    return tokens.to(host.device)
+
+
+def single_token_id(host, answer: str, field: str = "Answer") -> int:
+    """The id of ``answer`` if it is exactly one token, else a message listing its pieces."""
+    if answer is None or answer == "":
+        raise InputError(f"{field} is empty.", "Type a token, e.g. ' Paris' with its leading space.")
+    ids = host.model.to_tokens(answer, prepend_bos=False).reshape(-1).tolist()
+    if len(ids) != 1:
+        pieces = " + ".join(repr(host.tokenizer.decode([i])) for i in ids)
+        hint = "Pick a single-token answer."
+        if not answer.startswith(" "):
+            hint += " Words after a space usually need their leading space, e.g. ' Paris'."
+        raise InputError(f"{answer!r} is {len(ids)} tokens for this model: {pieces}.", hint)
+    return int(ids[0])

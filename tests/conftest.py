@@ -1,0 +1,59 @@
+"""Shared fixtures. Qt runs offscreen; QSettings go to a temporary folder; nothing downloads."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+
+from tests.model_fixtures import make_gpt2_folder  # noqa: E402
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_settings(tmp_path_factory):
+    """Keep QSettings and app data of tests out of the user's real profile."""
+    home = tmp_path_factory.mktemp("xdg")
+    os.environ["XDG_CONFIG_HOME"] = str(home / "config")
+    os.environ["XDG_DATA_HOME"] = str(home / "data")
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory) -> Path:
+    return make_gpt2_folder(tmp_path_factory.mktemp("tiny_gpt2"), n_layer=2, n_head=4,
+                            n_embd=64, n_positions=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_host(tiny_gpt2_dir):
+    from engine.host import load_host
+    from engine.model_sources import ModelSpec
+
+    return load_host(ModelSpec("folder", str(tiny_gpt2_dir), "cpu"))
+
+
+@pytest.fixture(scope="session")
+def bundled_host():
+    from engine.host import load_host
+    from engine.model_sources import BUNDLED_DIR, ModelSpec
+
+    if not (BUNDLED_DIR / "config.json").is_file():
+        pytest.skip("the bundled model organism is not built")
+    return load_host(ModelSpec("bundled", device="cpu"))
+
+
+@pytest.fixture()
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

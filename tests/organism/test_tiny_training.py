@@ -1,0 +1,50 @@
+"""A tiny end-to-end training run produces a folder that loads through TransformerLens."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import torch
+
+from tools.organism import train
+
+
+def test_tiny_training_run_end_to_end(tmp_path):
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    out = tmp_path / "tiny"
+    try:
+        train.main(["--out", str(out), "--n-docs", "400", "--vocab-size", "600", "--n-layer", "2",
+                    "--d-model", "32", "--n-head", "2", "--n-positions", "64", "--batch", "2",
+                    "--steps", "4", "--warmup", "2", "--ckpt-every", "2", "--log-every", "1", "--no-eval"])
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det)
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
+    state = json.loads((out / "training_state.json").read_text())
+    assert state["step"] == 4 and state["final"] is True
+    assert not (tmp_path / "tiny.tmp").exists() and not (tmp_path / "tiny.tokenizer").exists()
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = TransformerBridge.boot_transformers(str(out), device="cpu")
+        b.enable_compatibility_mode(disable_warnings=True)
+    assert b.cfg.n_layers == 2 and b.cfg.d_model == 32 and b.cfg.n_ctx == 64
+    toks = b.to_tokens("The cat sat on the mat.")
+    assert toks[0, 0].item() == 0
+    with torch.no_grad():
+        logits = b(toks)
+    assert logits.shape == (1, toks.shape[1], b.cfg.d_vocab)
+    assert torch.isfinite(logits).all()
+
+
+def test_batches_are_deterministic_and_start_with_bos():
+    docs = [[5, 6, 7, 8]] * 50
+    a = train.Batches(docs, 100, 32, 4, 0.5, seed=3)
+    b = train.Batches(docs, 100, 32, 4, 0.5, seed=3)
+    xa, xb = a.next(), b.next()
+    assert torch.equal(xa, xb)
+    assert xa.shape == (4, 32) and (xa[:, 0] == 0).all()

@@ -1,0 +1,247 @@
+"""Train the Lensbench model organism (a small GPT-2) on CPU, deterministically.
+
+    nice -n 10 python -m tools.organism.train --out resources/models/lensbench-organism
+
+Sequences are 256 tokens, each starting with <|endoftext|> as BOS. A fraction of them
+(``--random-frac``) are repeated random-token segments, which is what makes induction heads form
+quickly; the rest are the seeded text corpus (stories, facts, IOI, repeated text) packed with
+<|endoftext|> between documents. The output folder is rewritten at every checkpoint (atomically), so
+if the run is stopped the last checkpoint is a complete, loadable model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from tools.organism.corpus import CLASSIC_EXAMPLES, eval_sets, generate_documents
+from tools.organism.tokenizer import save_hf_tokenizer, train_tokenizer
+
+
+def build_config(vocab_size: int, args: argparse.Namespace):
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=args.n_positions,
+        n_embd=args.d_model,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_inner=4 * args.d_model,
+        activation_function="gelu_new",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=True,
+    )
+
+
+class Batches:
+    """Deterministic stream of (batch, seq) token tensors."""
+
+    def __init__(self, doc_ids: list[list[int]], vocab_size: int, seq_len: int, batch: int,
+                 random_frac: float, seed: int) -> None:
+        self.docs = doc_ids
+        self.vocab = vocab_size
+        self.seq_len = seq_len
+        self.batch = batch
+        self.random_frac = random_frac
+        self.rng = random.Random(seed)
+        self.buf: list[int] = []
+        self.order: list[int] = []
+        self.epoch = 0
+
+    def _text_tokens(self, n: int) -> list[int]:
+        while len(self.buf) < n:
+            if not self.order:
+                self.order = list(range(len(self.docs)))
+                self.rng.shuffle(self.order)
+                self.epoch += 1
+            self.buf.extend(self.docs[self.order.pop()])
+            self.buf.append(0)  # <|endoftext|> between documents
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def _random_tokens(self, n: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < n:
+            seg = [self.rng.randrange(1, self.vocab) for _ in range(self.rng.randint(8, 60))]
+            out.extend(seg * self.rng.randint(2, 3))
+        return out[:n]
+
+    def next(self) -> torch.Tensor:
+        rows = []
+        for _ in range(self.batch):
+            body = (self._random_tokens if self.rng.random() < self.random_frac else self._text_tokens)(self.seq_len - 1)
+            rows.append([0] + body)
+        return torch.tensor(rows, dtype=torch.long)
+
+
+def lr_at(step: int, args: argparse.Namespace) -> float:
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    p = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+@torch.no_grad()
+def quick_eval(model, tok) -> dict:
+    """Cheap HF-side monitoring (the real evaluation is evaluate.py through TransformerLens)."""
+    model.eval()
+    sets = eval_sets()
+
+    def last_logits(prompts: list[str]) -> torch.Tensor:
+        out = []
+        for p in prompts:
+            ids = torch.tensor([[0] + tok.encode(p)])
+            out.append(model(ids).logits[0, -1])
+        return torch.stack(out)
+
+    def tid(w: str) -> int:
+        ids = tok.encode(w)
+        assert len(ids) == 1, w
+        return ids[0]
+
+    res = {}
+    lg = last_logits([c[0] for c in CLASSIC_EXAMPLES])
+    res["classic"] = [tok.decode([int(i)]) == a for i, (_, a) in zip(lg.argmax(-1), CLASSIC_EXAMPLES)]
+    facts = sets["facts"]
+    lg = last_logits([f["prompt"] for f in facts])
+    res["facts_top1"] = sum(int(i) == tid(f["answer"]) for i, f in zip(lg.argmax(-1), facts)) / len(facts)
+    ioi = sets["ioi"][:100]
+    lg = last_logits([x["prompt"] for x in ioi])
+    io = torch.tensor([tid(x["io"]) for x in ioi])
+    s = torch.tensor([tid(x["s"]) for x in ioi])
+    ar = torch.arange(len(ioi))
+    res["ioi_top1"] = (lg.argmax(-1) == io).float().mean().item()
+    res["ioi_logit_diff"] = (lg[ar, io] - lg[ar, s]).mean().item()
+    model.train()
+    return res
+
+
+def save_model(model, tok_folder: Path, out: Path, meta: dict) -> None:
+    """Write config + safetensors + tokenizer into ``out`` atomically (temp dir, then rename)."""
+    tmp = out.parent / (out.name + ".tmp")
+    old = out.parent / (out.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    for f in tok_folder.iterdir():
+        shutil.copy2(f, tmp / f.name)
+    if (out / "README.md").exists():
+        shutil.copy2(out / "README.md", tmp / "README.md")
+    (tmp / "training_state.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-docs", type=int, default=200_000)
+    ap.add_argument("--vocab-size", type=int, default=4096)
+    ap.add_argument("--n-layer", type=int, default=4)
+    ap.add_argument("--d-model", type=int, default=192)
+    ap.add_argument("--n-head", type=int, default=6)
+    ap.add_argument("--n-positions", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=16, help="sequences per step")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--weight-decay", type=float, default=0.05)
+    ap.add_argument("--random-frac", type=float, default=0.3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ckpt-every", type=int, default=250)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--max-minutes", type=float, default=0, help="safety stop: save and exit after this")
+    ap.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True)
+    args = ap.parse_args(argv)
+
+    from transformers import GPT2LMHeadModel
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(True)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    t0 = time.time()
+    print("command:", "python -m tools.organism.train " + " ".join(argv if argv is not None else sys.argv[1:]), flush=True)
+
+    docs = generate_documents(args.seed, args.n_docs)
+    tok_raw = train_tokenizer(docs, args.vocab_size)
+    tok_folder = args.out.parent / (args.out.name + ".tokenizer")
+    shutil.rmtree(tok_folder, ignore_errors=True)
+    tok = save_hf_tokenizer(tok_raw, tok_folder, args.n_positions)
+    doc_ids = [e.ids for e in tok_raw.encode_batch(docs)]
+    n_tok = sum(map(len, doc_ids))
+    vocab = tok_raw.get_vocab_size()
+    print(f"corpus: {len(docs)} docs, {n_tok} tokens, vocab {vocab}; {time.time() - t0:.1f}s", flush=True)
+
+    model = GPT2LMHeadModel(build_config(vocab, args))
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {args.n_layer} layers, d_model {args.d_model}, {args.n_head} heads, {n_params} params", flush=True)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
+    )
+    batches = Batches(doc_ids, vocab, args.n_positions, args.batch, args.random_frac, args.seed + 1)
+    model.train()
+    t_train = time.time()
+    ema = None
+    step = 0
+
+    def checkpoint(final: bool) -> None:
+        meta = {"step": step, "steps": args.steps, "final": final, "minutes": (time.time() - t0) / 60,
+                "args": {k: str(v) for k, v in vars(args).items()}}
+        if args.eval:
+            q = quick_eval(model, tok)
+            meta["quick_eval"] = q
+            print(f"eval step {step}: {json.dumps(q)}", flush=True)
+        save_model(model, tok_folder, args.out, meta)
+        print(f"saved checkpoint step {step} to {args.out}", flush=True)
+
+    for step in range(args.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args)
+        x = batches.next()
+        logits = model(x).logits
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if step % args.log_every == 0 or step == args.steps - 1:
+            el = time.time() - t_train
+            tps = (step + 1) * x.numel() / el
+            print(f"step {step} loss {loss.item():.4f} ema {ema:.4f} lr {lr_at(step, args):.2e} "
+                  f"tok/s {tps:.0f} elapsed {el / 60:.1f}m epoch {batches.epoch}", flush=True)
+        if (step + 1) % args.ckpt_every == 0 and step + 1 < args.steps:
+            checkpoint(final=False)
+        if args.max_minutes and (time.time() - t0) / 60 > args.max_minutes:
+            print(f"max-minutes reached at step {step}: stopping early", flush=True)
+            break
+    step += 1
+    checkpoint(final=step >= args.steps)
+    shutil.rmtree(tok_folder, ignore_errors=True)
+    print(f"done: {step} steps in {(time.time() - t0) / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The central prompt area: text, Run (Ctrl+Enter), top-k, and an inline message line."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+
+class PromptEditor(QWidget):
+    """Emits ``sig_run(prompt, top_k)``; the app decides what running means."""
+
+    sig_run = Signal(str, int, bool)  # prompt, top_k, truncate to the model context
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("PromptEditor")
+        self.edit = QPlainTextEdit()
+        self.edit.setObjectName("promptEdit")
+        self.edit.setPlaceholderText("Type a prompt, e.g. The Eiffel Tower is in")
+        self.edit.setToolTip("The prompt every panel analyses. Ctrl+Enter runs it.")
+        self.edit.setMaximumHeight(110)
+        self.run_button = QPushButton("Run")
+        self.run_button.setObjectName("runButton")
+        self.run_button.setToolTip("Run the model on the prompt (Ctrl+Enter)")
+        self.top_k = QSpinBox()
+        self.top_k.setRange(1, 50)
+        self.top_k.setValue(10)
+        self.top_k.setPrefix("top-")
+        self.top_k.setToolTip("How many next-token predictions to keep at each position")
+        self.message = QLabel()
+        self.message.setObjectName("promptMessage")
+        self.message.setWordWrap(True)
+        self.message.setStyleSheet("color: #b00020;")
+        self.message.hide()
+        self.truncate_button = QPushButton("Truncate and run")
+        self.truncate_button.setObjectName("truncateButton")
+        self.truncate_button.setToolTip("Keep the start-of-text token and the last tokens that "
+                                        "fit the model's context")
+        self.truncate_button.hide()
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Prompt"))
+        row.addStretch(1)
+        row.addWidget(self.top_k)
+        row.addWidget(self.run_button)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 6, 6, 6)
+        lay.addLayout(row)
+        lay.addWidget(self.edit)
+        msg_row = QHBoxLayout()
+        msg_row.addWidget(self.message, 1)
+        msg_row.addWidget(self.truncate_button)
+        lay.addLayout(msg_row)
+        self.run_button.clicked.connect(self._emit_run)
+        self.truncate_button.clicked.connect(lambda: self._emit_run(truncate=True))
+        for keys in ("Ctrl+Return", "Ctrl+Enter"):
+            QShortcut(QKeySequence(keys), self.edit, activated=self._emit_run)
+        self.edit.textChanged.connect(self.clear_message)
+
+    def prompt(self) -> str:
+        return self.edit.toPlainText()
+
+    def set_prompt(self, text: str) -> None:
+        if text != self.prompt():
+            self.edit.setPlainText(text)
+
+    def show_message(self, text: str, offer_truncate: bool = False) -> None:
+        self.message.setText(text)
+        self.message.setVisible(bool(text))
+        self.truncate_button.setVisible(offer_truncate)
+
+    def clear_message(self) -> None:
+        self.message.clear()
+        self.message.hide()
+        self.truncate_button.hide()
+
+    def _emit_run(self, truncate: bool = False) -> None:
+        self.clear_message()
+        self.sig_run.emit(self.prompt(), self.top_k.value(), truncate)
