@@ -38,6 +38,9 @@ class Controller(QObject):
     model_loaded = Signal(object)  # ModelInfo
     model_loading = Signal(object)  # ModelSpec
     prompt_run = Signal(str, bool)  # prompt, truncate: every panel recomputes for this prompt
+    # Show attention on an explicit token sequence (e.g. the induction scanner's repeated random
+    # tokens): token ids (list[int]), a label for the UI. The attention panel listens.
+    inspect_tokens = Signal(object, str)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -59,7 +62,6 @@ class Controller(QObject):
         self._worker.finished.connect(self._on_finished)
         self._worker.failed.connect(self._on_failed)
         self._worker.cancelled.connect(self._on_cancelled)
-        self._worker.model_loaded.connect(self._on_model_loaded)
         self._thread.start()
         self._closed = False
 
@@ -145,6 +147,12 @@ class Controller(QObject):
 
     def _on_finished(self, job_id: int, result: Any) -> None:
         job, handlers = self._current(job_id), self._handlers.get(job_id)
+        loaded = self._jobs.get(job_id)
+        if loaded is not None and loaded.kind == "load":
+            # The worker has swapped its host whatever the staleness: announce before retiring,
+            # so "not busy" always means the new model is known to every panel.
+            self.model_info = result
+            self.model_loaded.emit(result)
         self._retire(job_id)
         if job is not None and handlers and handlers.on_result and not job.ctx.cancelled:
             handlers.on_result(result)
@@ -163,10 +171,6 @@ class Controller(QObject):
         self._retire(job_id)
         if job is not None and handlers and handlers.on_cancel:
             handlers.on_cancel()
-
-    def _on_model_loaded(self, job_id: int, info) -> None:
-        self.model_info = info
-        self.model_loaded.emit(info)
 
     def _retire(self, job_id: int) -> None:
         job = self._jobs.pop(job_id, None)

@@ -56,6 +56,9 @@ class MainWindow(QMainWindow):
         self.controller.selection.prompt_changed.connect(self.prompt_editor.set_prompt)
         if restore_layout:
             layout_state.restore_layout(self)
+        from app.autosave import Autosaver
+
+        self.autosaver = Autosaver(self)
 
     # -- menus --------------------------------------------------------------------------------
     def _build_menus(self) -> None:
@@ -69,9 +72,12 @@ class MainWindow(QMainWindow):
         self.action_open.triggered.connect(lambda: session_actions.open_dialog(self))
         self.action_save.triggered.connect(lambda: session_actions.save(self))
         self.action_save_as.triggered.connect(lambda: session_actions.save_as_dialog(self))
+        self.action_recover = QAction("&Recover autosaved session", self)
+        self.action_recover.setToolTip("Reopen the session Lensbench saved automatically")
+        self.action_recover.triggered.connect(self._recover_autosave)
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
-        for a in (self.action_open, self.action_save, self.action_save_as):
+        for a in (self.action_open, self.action_save, self.action_save_as, self.action_recover):
             file_menu.addAction(a)
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
@@ -121,7 +127,19 @@ class MainWindow(QMainWindow):
     def _model_loaded(self, info) -> None:
         self.setWindowTitle(f"Lensbench — {info.name}")
 
+    def _recover_autosave(self) -> None:
+        from app.autosave import autosave_path
+        from app.session_actions import open_path
+
+        path = autosave_path()
+        if path.is_file():
+            open_path(self, str(path))
+            self.session_path = None  # saving again asks where, never overwrites the autosave
+        else:
+            self.statusBar().showMessage("There is no autosaved session.", 4000)
+
     def closeEvent(self, event) -> None:
+        self.autosaver.save_now()
         layout_state.save_layout(self)
         self.controller.shutdown()
         self.sig_closed.emit()

@@ -21,7 +21,8 @@ from engine.jobs import Cancelled, Context
 
 @dataclass
 class Job:
-    """A unit of work. ``fn(host, request, ctx)``; load jobs have ``kind == 'load'``."""
+    """A unit of work. ``fn(host, request, ctx)``; load jobs have ``kind == 'load'`` and finish
+    with the new ModelInfo."""
 
     job_id: int
     channel: str
@@ -39,7 +40,6 @@ class Worker(QObject):
     failed = Signal(int, object)  # job_id, ErrorInfo
     cancelled = Signal(int)  # job_id
     started = Signal(int)  # job_id
-    model_loaded = Signal(int, object)  # job_id, ModelInfo
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,7 +84,6 @@ class Worker(QObject):
         if old is not None:
             old.close()
             self._free_memory()
-        self.model_loaded.emit(job.job_id, new_host.info)
         self.finished.emit(job.job_id, new_host.info)
 
     @Slot()

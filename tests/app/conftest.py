@@ -1,0 +1,31 @@
+"""GUI fixtures: a real MainWindow on the tiny random GPT-2, with the worker thread joined after."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture()
+def window(qtbot, tiny_gpt2_dir):
+    """A shown main window with the tiny model loaded. Closing it must join the worker thread."""
+    from app.main_window import MainWindow
+    from engine.model_sources import ModelSpec
+
+    win = MainWindow(restore_layout=False)
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.controller.model_loaded, timeout=60_000):
+        win.load_model(ModelSpec("folder", str(tiny_gpt2_dir), "cpu"))
+    yield win
+    win.close()
+    assert win.controller.thread.isFinished(), "the worker thread leaked"
+
+
+def run_prompt_and_wait(qtbot, win, prompt: str, timeout: int = 60_000) -> None:
+    """Type ``prompt`` and click Run like a user; wait until every job has finished."""
+    from PySide6.QtCore import Qt
+
+    win.prompt_editor.edit.setPlainText(prompt)
+    with qtbot.waitSignal(win.controller.busy_changed, timeout=timeout,
+                          check_params_cb=lambda busy: busy is False):
+        qtbot.mouseClick(win.prompt_editor.run_button, Qt.MouseButton.LeftButton)

@@ -1,0 +1,34 @@
+"""The model picker: searchable supported names, folder choice, trust_remote_code warning."""
+
+from __future__ import annotations
+
+import json
+
+from PySide6.QtCore import Qt
+
+from app.model_dialog import ModelDialog
+from engine.model_sources import ModelSpec
+
+
+def test_filter_and_pick_a_supported_name(qtbot):
+    dialog = ModelDialog()
+    qtbot.addWidget(dialog)
+    assert dialog.spec() == ModelSpec()  # bundled by default
+    qtbot.keyClicks(dialog.filter, "pythia-70")
+    visible = [dialog.names.item(i).text() for i in range(dialog.names.count())
+               if not dialog.names.item(i).isHidden()]
+    assert visible and all("pythia-70" in v.lower() for v in visible)
+    target = next(dialog.names.item(i) for i in range(dialog.names.count())
+                  if dialog.names.item(i).text() == visible[0])
+    rect = dialog.names.visualItemRect(target)
+    qtbot.mouseClick(dialog.names.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert dialog.spec() == ModelSpec("hf", visible[0])
+
+
+def test_remote_code_folder_is_flagged(qtbot, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "x.Y"}}))
+    dialog = ModelDialog()
+    qtbot.addWidget(dialog)
+    dialog.folder_edit.setText(str(tmp_path))
+    assert "trust_remote_code" in dialog.warning.text()
+    assert dialog.spec().source == "folder"
