@@ -24,6 +24,9 @@ class MainWindow(QMainWindow):
         self.setObjectName("MainWindow")
         self.resize(1400, 900)
         self.setDockNestingEnabled(True)
+        # The right-hand column (predictions) runs the full height; plots fill the bottom.
+        self.setCorner(Qt.Corner.TopRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.controller = controller or Controller(self)
         self.model_spec = ModelSpec()
         self.session_path: str | None = None

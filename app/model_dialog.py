@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QPushButton,
     QRadioButton,
+    QSpinBox,
     QVBoxLayout,
 )
 
@@ -55,7 +56,8 @@ class ModelDialog(QDialog):
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter, or type any HF name (e.g. gpt2-small)")
         self.names = QListWidget()
-        self.names.addItems(supported_model_names())
+        self._all_names = supported_model_names()
+        self.names.addItems(self._all_names)
         self.names.setToolTip("Models load from the Hugging Face cache; if not cached and you are "
                               "online they are downloaded once, with a progress bar.")
         self.folder_edit = QLineEdit()
@@ -70,12 +72,19 @@ class ModelDialog(QDialog):
         self.dtype = QComboBox()
         self.dtype.addItems(["float32", "bfloat16", "float16"])
         self.dtype.setToolTip("float16 needs a GPU; bfloat16 halves memory at some precision cost")
+        self.n_devices = QSpinBox()
+        n_gpus = sum(d.startswith("cuda:") for d in available_devices())
+        self.n_devices.setRange(1, max(1, n_gpus))
+        self.n_devices.setEnabled(n_gpus > 1)
+        self.n_devices.setToolTip("Split a model too large for one GPU across several "
+                                  "(TransformerLens's n_devices placement). Needs 2+ CUDA GPUs.")
         folder_row = QHBoxLayout()
         folder_row.addWidget(self.folder_edit, 1)
         folder_row.addWidget(browse)
         form = QFormLayout()
         form.addRow("Device", self.device)
         form.addRow("Precision", self.dtype)
+        form.addRow("GPUs", self.n_devices)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Load")
@@ -109,10 +118,17 @@ class ModelDialog(QDialog):
         self.dtype.setCurrentText(spec.dtype)
 
     def _filter(self, text: str) -> None:
+        """Show names containing the text, best matches (exact, then prefix) first."""
         needle = text.strip().lower()
-        for i in range(self.names.count()):
-            item = self.names.item(i)
-            item.setHidden(bool(needle) and needle not in item.text().lower())
+        names = [n for n in self._all_names if needle in n.lower()] if needle else self._all_names
+        names = sorted(names, key=lambda n: (n.lower() != needle,
+                                             not n.lower().startswith(needle),
+                                             not n.lower().split("/")[-1].startswith(needle),
+                                             len(n), n.lower()))
+        self.names.blockSignals(True)
+        self.names.clear()
+        self.names.addItems(names)
+        self.names.blockSignals(False)
 
     def _pick_name(self, name: str) -> None:
         if name:
@@ -131,11 +147,12 @@ class ModelDialog(QDialog):
         self.warning.setText(remote_code_warning(text) if text else "")
 
     def spec(self) -> ModelSpec:
-        device, dtype = self.device.currentText(), self.dtype.currentText()
+        device, dtype, n = self.device.currentText(), self.dtype.currentText(), \
+            self.n_devices.value()
         if self.hf.isChecked():
-            return ModelSpec("hf", self.filter.text().strip(), device, dtype)
+            return ModelSpec("hf", self.filter.text().strip(), device, dtype, n)
         if self.folder.isChecked():
-            return ModelSpec("folder", self.folder_edit.text().strip(), device, dtype)
-        return ModelSpec("bundled", BUNDLED_NAME, device, dtype)
+            return ModelSpec("folder", self.folder_edit.text().strip(), device, dtype, n)
+        return ModelSpec("bundled", BUNDLED_NAME, device, dtype, n)
 
 

@@ -116,9 +116,11 @@ def download(name: str, ctx) -> Path:
     class _Progress(tqdm):  # huggingface_hub drives this per file; we forward to the job context
         def update(self, n=1):
             out = super().update(n)
+            # Count ourselves: a disabled bar (HF_HUB_DISABLE_PROGRESS_BARS) never advances self.n.
+            self._done = getattr(self, "_done", 0) + (n or 0)
             if self.total:
-                ctx.progress(min(self.n / self.total, 1.0) * 0.8, f"Downloading {name}: "
-                             f"{self.n / 1e6:.0f} / {self.total / 1e6:.0f} MB")
+                ctx.progress(min(self._done / self.total, 1.0) * 0.8, f"Downloading {name}: "
+                             f"{self._done / 1e6:.0f} / {self.total / 1e6:.0f} MB")
             ctx.check_cancelled()
             return out
 

@@ -148,3 +148,19 @@ def test_loss_colours_follow_loss(qtbot, window, n):
     dark = panel.strip.item(worst).background().color().lightness()
     light = panel.strip.item(best).background().color().lightness()
     assert dark < light
+
+
+def test_cancel_during_load_keeps_the_old_model(qtbot, window, tmp_path):
+    from engine.model_sources import ModelSpec
+    from tests.model_fixtures import make_gpt2_folder
+
+    other = make_gpt2_folder(tmp_path / "other", n_layer=3, n_head=2, n_embd=32, seed=1)
+    before = window.controller.model_info
+    window.load_model(ModelSpec("folder", str(other), "cpu"))
+    with qtbot.waitSignal(window.controller.busy_changed, timeout=60_000,
+                          check_params_cb=lambda busy: busy is False):
+        qtbot.mouseClick(window.status.cancel_button, Qt.MouseButton.LeftButton)
+    assert window.controller.model_info is before
+    run_prompt_and_wait(qtbot, window, PROMPT)
+    assert window.controller.last_prompt_result.top_probs.shape[0] > 0
+    assert window.status.model_label.text() == before.summary()

@@ -18,6 +18,7 @@ def test_filter_and_pick_a_supported_name(qtbot):
     visible = [dialog.names.item(i).text() for i in range(dialog.names.count())
                if not dialog.names.item(i).isHidden()]
     assert visible and all("pythia-70" in v.lower() for v in visible)
+    assert visible[0].lower().startswith("pythia-70")  # prefix matches rank first
     target = next(dialog.names.item(i) for i in range(dialog.names.count())
                   if dialog.names.item(i).text() == visible[0])
     rect = dialog.names.visualItemRect(target)

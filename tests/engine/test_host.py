@@ -119,3 +119,29 @@ def test_spec_parse(tmp_path):
     assert ModelSpec.parse(None).source == "bundled"
     assert ModelSpec.parse(str(tmp_path)).source == "folder"
     assert ModelSpec.parse("gpt2-small") == ModelSpec("hf", "gpt2-small")
+
+
+def test_download_reports_progress_to_the_job(monkeypatch, tmp_path, tiny_gpt2_dir):
+    """When online and not cached, huggingface_hub drives our tqdm class: progress reaches ctx."""
+    import huggingface_hub
+
+    from engine import model_sources
+
+    def fake_snapshot_download(repo, cache_dir=None, allow_patterns=None, tqdm_class=None,
+                               local_files_only=False):
+        if local_files_only:
+            raise FileNotFoundError(repo)
+        bar = tqdm_class(total=1000, disable=True)
+        for _ in range(4):
+            bar.update(250)
+        bar.close()
+        return str(tiny_gpt2_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(model_sources, "hub_reachable", lambda timeout=3.0: True)
+    seen = []
+    ctx = Context(on_progress=lambda f, m: seen.append((f, m)))
+    host = load_host(ModelSpec("hf", "gpt2", "cpu"), ctx)
+    downloads = [f for f, m in seen if m.startswith("Downloading gpt2")]
+    assert downloads and abs(downloads[-1] - 0.8) < 1e-9 and downloads == sorted(downloads)
+    assert host.info.n_layers == 2
