@@ -33,6 +33,7 @@ class JobStatusBar(QStatusBar):
         controller.job_progress.connect(self._progress)
         controller.job_started.connect(lambda ch: self.message.setText(f"{ch}…"))
         controller.model_loaded.connect(self.show_model)
+        controller.job_done.connect(self._job_done)
         controller.model_loading.connect(
             lambda spec: self.model_label.setText(f"Loading {spec.display_name}…"))
 
@@ -43,6 +44,15 @@ class JobStatusBar(QStatusBar):
             f"{info.n_layers} layers, {info.n_heads} heads, d_model {info.d_model}, "
             f"context {info.n_ctx}, vocab {info.d_vocab}\n"
             f"Loaded in {info.load_seconds:.1f} s on {info.device} ({info.dtype})")
+
+    def _job_done(self, channel: str) -> None:
+        """A load that failed or was cancelled leaves the previous model: say so again."""
+        if channel == "model":
+            info = self.controller.model_info
+            if info is not None:
+                self.show_model(info)
+            else:
+                self.model_label.setText("No model loaded")
 
     def _busy(self, busy: bool) -> None:
         self.progress.setVisible(busy)
