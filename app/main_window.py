@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow
+from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea
 
 from app import layout_state
 from app.controller import Controller
@@ -31,26 +31,40 @@ class MainWindow(QMainWindow):
         self.model_spec = ModelSpec()
         self.session_path: str | None = None
         self.prompt_editor = PromptEditor()
-        self.prompt_editor.setMaximumHeight(190)  # panels, not the text box, get the space
+        self.prompt_editor.setMaximumHeight(140)  # panels, not the text box, get the space
         self.setCentralWidget(self.prompt_editor)
         self.status = JobStatusBar(self.controller, self)
         self.setStatusBar(self.status)
         self.errors = ErrorView(self)
         self.bindings = []
         self.docks: dict[str, QDockWidget] = {}
+        first_in_area: dict = {}
         for binding_cls in PANELS:
             binding = binding_cls(self.controller, self)
             dock = QDockWidget(binding.title, self)
             dock.setObjectName(binding.object_name)
-            dock.setWidget(binding.widget)
+            # A scroll area lets a dock shrink below its panel's minimum size (small laptop
+            # screens, many docks side by side); the panel scrolls instead of forcing the width.
+            scroll = QScrollArea()
+            scroll.setObjectName(binding.object_name + "Scroll")
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            scroll.setWidget(binding.widget)
+            dock.setWidget(scroll)
             dock.setToolTip(binding.tooltip)
-            tab_with = self.docks.get(getattr(binding, "tab_with", ""))
+            # By default each dock area is one tab group, so every panel gets the full width;
+            # users drag tabs apart to see panels side by side.
+            tab_with = self.docks.get(getattr(binding, "tab_with", "")) or first_in_area.get(
+                binding.area)
             if tab_with is not None:
                 self.tabifyDockWidget(tab_with, dock)
             else:
                 self.addDockWidget(binding.area, dock)
+                first_in_area[binding.area] = dock
             self.bindings.append(binding)
             self.docks[binding.object_name] = dock
+        if "attentionDock" in self.docks:
+            self.docks["attentionDock"].raise_()  # the first thing a researcher looks at
         self._default_state = self.saveState(layout_state.LAYOUT_VERSION)
         self._build_menus()
         self.prompt_editor.sig_run.connect(self._run_prompt)

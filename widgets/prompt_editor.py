@@ -27,7 +27,7 @@ class PromptEditor(QWidget):
         self.edit.setObjectName("promptEdit")
         self.edit.setPlaceholderText("Type a prompt, e.g. The Eiffel Tower is in")
         self.edit.setToolTip("The prompt every panel analyses. Ctrl+Enter runs it.")
-        self.edit.setMaximumHeight(110)
+        self.edit.setMaximumHeight(80)
         self.run_button = QPushButton("Run")
         self.run_button.setObjectName("runButton")
         self.run_button.setToolTip("Run the model on the prompt (Ctrl+Enter)")
