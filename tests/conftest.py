@@ -48,8 +48,7 @@ def bundled_host():
     from engine.host import load_host
     from engine.model_sources import BUNDLED_DIR, ModelSpec
 
-    if not (BUNDLED_DIR / "config.json").is_file():
-        pytest.skip("the bundled model organism is not built")
+    assert (BUNDLED_DIR / "config.json").is_file(), "the bundled model organism is missing"
     return load_host(ModelSpec("bundled", device="cpu"))
 
 

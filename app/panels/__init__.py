@@ -7,8 +7,16 @@ Adding a panel = one view in widgets/, one binding module here, one line in PANE
 
 from __future__ import annotations
 
+from app.panels.attention import AttentionBinding
+from app.panels.attribution import AttributionBinding
+from app.panels.induction import InductionBinding
+from app.panels.patching import PatchingBinding
 from app.panels.predictions import PredictionsBinding
 
 PANELS = [
     PredictionsBinding,
+    AttributionBinding,
+    AttentionBinding,
+    InductionBinding,
+    PatchingBinding,
 ]

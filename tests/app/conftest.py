@@ -14,8 +14,11 @@ def window(qtbot, tiny_gpt2_dir):
     win = MainWindow(restore_layout=False)
     qtbot.addWidget(win)
     win.show()
-    with qtbot.waitSignal(win.controller.model_loaded, timeout=60_000):
+    # Wait until idle, not just loaded: panels may start their own jobs for the new model.
+    with qtbot.waitSignal(win.controller.busy_changed, timeout=60_000,
+                          check_params_cb=lambda busy: busy is False):
         win.load_model(ModelSpec("folder", str(tiny_gpt2_dir), "cpu"))
+    assert win.controller.model_info is not None
     yield win
     win.close()
     assert win.controller.thread.isFinished(), "the worker thread leaked"

@@ -42,11 +42,15 @@ def test_heldout_fact_phrasings_never_in_training(train_docs):
         probe = C.FACT_TEMPLATES[f.relation][0].format(S=f.subject, O=f.obj)
         assert C.cap(probe) not in text and probe not in text, probe
         # ...but the fact itself is taught in other phrasings, or it could not be known at all
-        assert C.FACT_TEMPLATES[f.relation][1].format(S=f.subject, O=f.obj) in text or \
-            C.cap(C.FACT_TEMPLATES[f.relation][1].format(S=f.subject, O=f.obj)) in text
-    for rel, t in C.FACT_TEMPLATES_HELDOUT.items():
-        stem = t.split("{S}")[1].strip()
-        assert stem not in text, stem
+        assert (
+            C.FACT_TEMPLATES[f.relation][1].format(S=f.subject, O=f.obj) in text
+            or C.cap(C.FACT_TEMPLATES[f.relation][1].format(S=f.subject, O=f.obj)) in text
+        )
+    for item in C.eval_sets()["facts_unseen_template"]:
+        assert item["prompt"] + item["answer"] not in text, item
+        assert item["prompt"][1:] + item["answer"] not in text, (
+            item
+        )  # mid-sentence, lower-case "the"
 
 
 def test_classic_fact_probe_is_in_training(train_docs):
@@ -59,8 +63,13 @@ def test_heldout_ioi_names_and_templates_never_in_ioi_sentences(train_docs):
     assert {"John", "Mary"} <= set(train_names)
     text = "\n".join(train_docs)
     for t in C.IOI_TEMPLATES_HELDOUT:
-        fragment = t.split("{Y}")[1].split("{P}")[0]  # e.g. " walked to the "
-        assert not re.search(r"and [A-Z][a-z]+" + re.escape(fragment), text), fragment
+        pattern = re.escape(t)
+        for slot in "XYAB":
+            pattern = pattern.replace(re.escape("{" + slot + "}"), "[A-Z][a-z]+")
+        for slot in "PO":
+            pattern = pattern.replace(re.escape("{" + slot + "}"), "[a-z]+")
+        assert not re.search(pattern, text), t
+        assert re.fullmatch(pattern, C.render_ioi(t, "Mary", "John", "park", "ball", True))
     for n in held_names:
         assert f"{n} gave a " not in text and f" to {n}." not in text, n
         assert f" {n}" in text  # held-out names still occur (in stories), so they are tokens
@@ -74,3 +83,12 @@ def test_tokenizer_training_is_deterministic():
     b = train_tokenizer(docs, 1500).to_str()
     assert a == b
     assert json.loads(a)["model"]["type"] == "BPE"
+
+
+def test_heldout_ioi_templates_use_only_words_seen_in_training(train_docs):
+    words = set(re.findall(r"[A-Za-z]+", "\n".join(train_docs)))
+    for t in C.IOI_TEMPLATES_HELDOUT:
+        unseen = [
+            w for w in re.findall(r"[A-Za-z]+", re.sub(r"\{[A-Z]\}", "", t)) if w not in words
+        ]
+        assert not unseen, (t, unseen)

@@ -11,7 +11,9 @@ from tools.organism.corpus import CLASSIC_EXAMPLES, IOI_TEMPLATES, single_token_
 from tools.organism.evaluate import DEFAULT_FOLDER, load_bridge
 
 FOLDER = DEFAULT_FOLDER
-pytestmark = pytest.mark.skipif(not (FOLDER / "model.safetensors").exists(), reason="organism not trained")
+pytestmark = pytest.mark.skipif(
+    not (FOLDER / "model.safetensors").exists(), reason="organism not trained"
+)
 
 
 def test_folder_is_small_gpt2_with_card():
@@ -33,7 +35,10 @@ def test_tokenizer_single_token_properties():
     for w in single_token_words() + [a.strip() for _, a in CLASSIC_EXAMPLES]:
         assert len(tok.encode(" " + w)) == 1, w
     assert tok.tokenize(" Paris") == ["\u0120Paris"]  # leading space is part of the token
-    assert tok.decode(tok.encode("When John and Mary went to the store")) == "When John and Mary went to the store"
+    assert (
+        tok.decode(tok.encode("When John and Mary went to the store"))
+        == "When John and Mary went to the store"
+    )
     assert len(IOI_TEMPLATES) >= 10
 
 

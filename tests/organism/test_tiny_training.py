@@ -9,14 +9,69 @@ import torch
 
 from tools.organism import train
 
+TINY = [
+    "--n-docs",
+    "400",
+    "--vocab-size",
+    "600",
+    "--n-layer",
+    "2",
+    "--d-model",
+    "32",
+    "--n-head",
+    "2",
+    "--n-positions",
+    "64",
+    "--batch",
+    "2",
+    "--log-every",
+    "1",
+    "--no-eval",
+]
+
+
+def _train(argv: list[str]) -> None:
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        train.main(argv + TINY)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det)
+
 
 def test_tiny_training_run_end_to_end(tmp_path):
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     out = tmp_path / "tiny"
     try:
-        train.main(["--out", str(out), "--n-docs", "400", "--vocab-size", "600", "--n-layer", "2",
-                    "--d-model", "32", "--n-head", "2", "--n-positions", "64", "--batch", "2",
-                    "--steps", "4", "--warmup", "2", "--ckpt-every", "2", "--log-every", "1", "--no-eval"])
+        train.main(
+            [
+                "--out",
+                str(out),
+                "--n-docs",
+                "400",
+                "--vocab-size",
+                "600",
+                "--n-layer",
+                "2",
+                "--d-model",
+                "32",
+                "--n-head",
+                "2",
+                "--n-positions",
+                "64",
+                "--batch",
+                "2",
+                "--steps",
+                "4",
+                "--warmup",
+                "2",
+                "--ckpt-every",
+                "2",
+                "--log-every",
+                "1",
+                "--no-eval",
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(det)
@@ -39,6 +94,46 @@ def test_tiny_training_run_end_to_end(tmp_path):
         logits = b(toks)
     assert logits.shape == (1, toks.shape[1], b.cfg.d_vocab)
     assert torch.isfinite(logits).all()
+
+
+def test_second_stage_starts_from_first_stage_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    _train(["--out", str(one), "--steps", "6", "--stop-after", "2", "--warmup", "1"])
+    assert json.loads((one / "training_state.json").read_text())["step"] == 2
+    _train(
+        [
+            "--out",
+            str(two),
+            "--init-from",
+            str(one),
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--lr",
+            "1e-9",
+            "--random-frac",
+            "1.0",
+            "--cycle-frac",
+            "0.5",
+            "--batch-seed",
+            "7",
+        ]
+    )
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert a.keys() == b.keys()
+    # one step at lr 1e-9 barely moves the stage-one weights (a fresh init would differ by ~0.02)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_cycle_rows_repeat_a_random_pair():
+    b = train.Batches([[5, 6]], 1000, 33, 8, 1.0, seed=0, cycle_frac=1.0)
+    x = b.next()
+    body = x[:, 1:]
+    assert (body[:, 2:8] == body[:, :6]).all()  # period 2 at the start of every row
+    assert (body[:, 0] != body[:, 1]).any()
 
 
 def test_batches_are_deterministic_and_start_with_bos():

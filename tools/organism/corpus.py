@@ -136,7 +136,17 @@ IOI_TEMPLATES = [
     "At the {P}, {X} and {Y} found a {O}. {B} gave it to {A}.",
     "{X} and {Y} walked to the {P} together, and {B} gave a {O} to {A}.",
 ]
+# Held-out templates: new sentence structures built only from words that occur in training.
 IOI_TEMPLATES_HELDOUT = [
+    "One day, {X} and {Y} ran to the {P}, and {B} threw a {O} to {A}.",
+    "{X} and {Y} were happy at the {P}. Then {B} handed a {O} to {A}.",
+    "In the {P}, {X} and {Y} played together. {B} passed a {O} to {A}.",
+    "It was a sunny day when {X} and {Y} walked to the {P}. {B} sent a {O} to {A}.",
+]
+# The first held-out set, kept for information: each contains a word that never occurs in the
+# corpus ("offered", "As", "got", "brought", "On Sunday", "where"), so it also measures robustness
+# to unknown words, which a model trained on a ~1,000-word world cannot have.
+IOI_TEMPLATES_HELDOUT_OOV = [
     "Later, {X} and {Y} walked to the {P}. {B} offered a {O} to {A}.",
     "As {X} and {Y} sat in the {P}, {B} showed a {O} to {A}.",
     "When {X} and {Y} got to the {P}, {B} brought a {O} to {A}.",
@@ -188,7 +198,10 @@ def story(rng: random.Random, names: list[str]) -> str:
     opener = rng.randrange(4)
     if opener == 0:
         kind = rng.choice(W.ANIMALS) if ref.startswith("the ") else rng.choice(W.PEOPLE)
-        out.append(f"Once upon a time, there was a {adj} {kind}" + (f" named {ref}." if not ref.startswith("the ") else "."))
+        out.append(
+            f"Once upon a time, there was a {adj} {kind}"
+            + (f" named {ref}." if not ref.startswith("the ") else ".")
+        )
         if ref.startswith("the "):
             ref = f"the {kind}"
     elif opener == 1:
@@ -204,28 +217,40 @@ def story(rng: random.Random, names: list[str]) -> str:
         if k == 0:
             out.append(f"{subj} {rng.choice(W.VERBS_INTRANS)} on the {rng.choice(W.SURFACES)}.")
         elif k == 1:
-            out.append(f"{subj} saw a {rng.choice(W.ADJECTIVES)} {thing} near the {rng.choice(W.PLACES)}.")
+            out.append(
+                f"{subj} saw a {rng.choice(W.ADJECTIVES)} {thing} near the {rng.choice(W.PLACES)}."
+            )
         elif k == 2:
             out.append(f"{subj} felt {rng.choice(W.FEELINGS)}.")
         elif k == 3:
             out.append(f"{subj} liked to {rng.choice(W.VERBS_BASE)} with {pos} {thing}.")
         elif k == 4:
             friend = rng.choice(names)
-            out.append(f"{subj} met {friend}, and they {rng.choice(W.VERBS_PAST)} the {thing} together.")
+            out.append(
+                f"{subj} met {friend}, and they {rng.choice(W.VERBS_PAST)} the {thing} together."
+            )
         elif k == 5:
-            out.append(f"The {rng.choice(W.ANIMALS)} {rng.choice(W.VERBS_INTRANS)} on the {rng.choice(W.SURFACES)}.")
+            out.append(
+                f"The {rng.choice(W.ANIMALS)} {rng.choice(W.VERBS_INTRANS)} on the {rng.choice(W.SURFACES)}."
+            )
         elif k == 6:
             out.append(f"{subj} {rng.choice(W.VERBS_PAST)} a {rng.choice(W.COLORS)} {thing}.")
         elif k == 7:
-            out.append(f"\"I want to {rng.choice(W.VERBS_BASE)} the {thing},\" said {ref}.")
+            out.append(f'"I want to {rng.choice(W.VERBS_BASE)} the {thing}," said {ref}.')
         elif k == 8:
-            out.append(f"The {thing} was {rng.choice(W.ADJECTIVES)} and {rng.choice(W.ADJECTIVES)}.")
+            out.append(
+                f"The {thing} was {rng.choice(W.ADJECTIVES)} and {rng.choice(W.ADJECTIVES)}."
+            )
         elif k == 9:
             out.append(f"{subj} {rng.choice(W.VERBS_MOTION)} to the {rng.choice(W.PLACES)}.")
         elif k == 10:
-            out.append(f"In the {rng.choice(W.PLACES)}, there was a {rng.choice(W.ADJECTIVES)} {rng.choice(W.ANIMALS)}.")
+            out.append(
+                f"In the {rng.choice(W.PLACES)}, there was a {rng.choice(W.ADJECTIVES)} {rng.choice(W.ANIMALS)}."
+            )
         else:
-            out.append(f"{subj} was {rng.choice(W.FEELINGS)} because the {thing} was {rng.choice(W.ADJECTIVES)}.")
+            out.append(
+                f"{subj} was {rng.choice(W.FEELINGS)} because the {thing} was {rng.choice(W.ADJECTIVES)}."
+            )
     out.append(rng.choice(W.ENDINGS).format(S=ref))
     return " ".join(out)
 
@@ -264,7 +289,11 @@ def ioi_doc(rng: random.Random, names: list[str]) -> str:
     for _ in range(rng.randint(1, 3)):
         io, s = rng.sample(names, 2)
         t = rng.choice(IOI_TEMPLATES)
-        sents.append(render_ioi(t, io, s, rng.choice(W.IOI_PLACES), rng.choice(W.IOI_OBJECTS), rng.random() < 0.5))
+        sents.append(
+            render_ioi(
+                t, io, s, rng.choice(W.IOI_PLACES), rng.choice(W.IOI_OBJECTS), rng.random() < 0.5
+            )
+        )
     return " ".join(sents)
 
 
@@ -296,26 +325,53 @@ def eval_sets(seed: int = 0) -> dict:
     rng = random.Random(SPLIT_SEED + 7 + seed)
     _, held_facts = split_facts()
     facts = [
-        {"prompt": cap(FACT_PROBES[f.relation].format(S=f.subject)), "answer": " " + f.obj, "relation": f.relation}
+        {
+            "prompt": cap(FACT_PROBES[f.relation].format(S=f.subject)),
+            "answer": " " + f.obj,
+            "relation": f.relation,
+        }
         for f in held_facts
     ]
     facts_unseen_template = [
-        {"prompt": cap(FACT_TEMPLATES_HELDOUT[f.relation].format(S=f.subject)), "answer": " " + f.obj, "relation": f.relation}
+        {
+            "prompt": cap(FACT_TEMPLATES_HELDOUT[f.relation].format(S=f.subject)),
+            "answer": " " + f.obj,
+            "relation": f.relation,
+        }
         for f in all_facts()
     ]
-    _, held_names = split_names()
-    ioi = []
-    for i in range(200):
-        io, s = rng.sample(held_names, 2)
-        t = IOI_TEMPLATES_HELDOUT[i % len(IOI_TEMPLATES_HELDOUT)]
-        ioi.append(
-            {
-                "prompt": ioi_prompt(t, io, s, rng.choice(W.IOI_PLACES), rng.choice(W.IOI_OBJECTS), i % 2 == 0),
-                "io": " " + io,
-                "s": " " + s,
-            }
-        )
-    return {"facts": facts, "facts_unseen_template": facts_unseen_template, "ioi": ioi}
+    train_names, held_names = split_names()
+
+    def ioi_items(names: list[str], templates: list[str], n: int) -> list[dict]:
+        out = []
+        for i in range(n):
+            io, s = rng.sample(names, 2)
+            t = templates[i % len(templates)]
+            place, obj = rng.choice(W.IOI_PLACES), rng.choice(W.IOI_OBJECTS)
+            out.append(
+                {
+                    "prompt": ioi_prompt(t, io, s, place, obj, i % 2 == 0),
+                    "io": " " + io,
+                    "s": " " + s,
+                }
+            )
+        return out
+
+    ioi = ioi_items(held_names, IOI_TEMPLATES_HELDOUT, 200)
+    ioi_parts = {
+        "train names, train templates": ioi_items(train_names, IOI_TEMPLATES, 100),
+        "held-out names, train templates": ioi_items(held_names, IOI_TEMPLATES, 100),
+        "train names, held-out templates": ioi_items(train_names, IOI_TEMPLATES_HELDOUT, 100),
+        "held-out names, first held-out templates (unknown words)": ioi_items(
+            held_names, IOI_TEMPLATES_HELDOUT_OOV, 100
+        ),
+    }
+    return {
+        "facts": facts,
+        "facts_unseen_template": facts_unseen_template,
+        "ioi": ioi,
+        "ioi_parts": ioi_parts,
+    }
 
 
 CLASSIC_EXAMPLES = [
@@ -328,7 +384,9 @@ CLASSIC_EXAMPLES = [
 def single_token_words() -> list[str]:
     """Words that must be single tokens with a leading space (checked by tests)."""
     words = set(W.NAMES) | {c for c, _ in W.CITIES} | {c for _, c in W.LANDMARKS}
-    words |= {k for k, _ in W.LANGUAGES} | {lang for _, lang in W.LANGUAGES} | {k for _, k in W.CITIES}
+    words |= (
+        {k for k, _ in W.LANGUAGES} | {lang for _, lang in W.LANGUAGES} | {k for _, k in W.CITIES}
+    )
     words |= {"sat", "Paris", "Mary", "John"}
     return sorted(words)
 
@@ -348,7 +406,15 @@ def main() -> None:
         args.out.write_text(text, encoding="utf-8")
     else:
         print(text[:3000])
-    print(json.dumps({"docs": args.n_docs, "chars": len(text), "sha256": hashlib.sha256(text.encode()).hexdigest()}))
+    print(
+        json.dumps(
+            {
+                "docs": args.n_docs,
+                "chars": len(text),
+                "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

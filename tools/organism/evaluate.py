@@ -68,14 +68,19 @@ def classic_examples(model) -> list[dict]:
         lg = last_logits(model, prompt)
         probs = lg.softmax(-1)
         top = probs.topk(3)
-        rows.append({
-            "prompt": prompt,
-            "expected": answer,
-            "top1": model.to_string(top.indices[0:1]),
-            "p_expected": probs[single_token(model, answer)].item(),
-            "top3": [(model.to_string(i.view(1)), round(p.item(), 3)) for p, i in zip(top.values, top.indices)],
-            "correct": int(top.indices[0]) == single_token(model, answer),
-        })
+        rows.append(
+            {
+                "prompt": prompt,
+                "expected": answer,
+                "top1": model.to_string(top.indices[0:1]),
+                "p_expected": probs[single_token(model, answer)].item(),
+                "top3": [
+                    (model.to_string(i.view(1)), round(p.item(), 3))
+                    for p, i in zip(top.values, top.indices, strict=True)
+                ],
+                "correct": int(top.indices[0]) == single_token(model, answer),
+            }
+        )
     return rows
 
 
@@ -101,13 +106,20 @@ def ioi_metrics(model, items: list[dict]) -> dict:
         io_gt_s.append(bool(lg[io] > lg[s]))
         diffs.append((lg[io] - lg[s]).item())
     n = len(items)
-    return {"n": n, "top1": sum(top1) / n, "io_gt_s": sum(io_gt_s) / n, "logit_diff": sum(diffs) / n}
+    return {
+        "n": n,
+        "top1": sum(top1) / n,
+        "io_gt_s": sum(io_gt_s) / n,
+        "logit_diff": sum(diffs) / n,
+    }
 
 
 def word_tokens(model) -> list[int]:
     """Vocabulary ids of whole words with a leading space (they survive decode -> re-encode)."""
     vocab = model.tokenizer.get_vocab()
-    return sorted(i for t, i in vocab.items() if t.startswith("\u0120") and t[1:].isalpha() and len(t) > 2)
+    return sorted(
+        i for t, i in vocab.items() if t.startswith("\u0120") and t[1:].isalpha() and len(t) > 2
+    )
 
 
 @torch.no_grad()
@@ -124,7 +136,7 @@ def induction_metrics(model, seq_len: int = 50, batch: int = 10, seed: int = 0) 
     logp = logits.float().log_softmax(-1)
     nll = -logp[:, :-1].gather(-1, toks[:, 1:, None])[..., 0]  # nll[:, i] predicts token i+1
     first = nll[:, 1:seq_len].mean().item()  # tokens 2..seq_len of the first copy
-    second = nll[:, seq_len + 1:].mean().item()  # tokens 2..seq_len of the second copy
+    second = nll[:, seq_len + 1 :].mean().item()  # tokens 2..seq_len of the second copy
     L, H = model.cfg.n_layers, model.cfg.n_heads
     ind = torch.zeros(L, H)
     prev = torch.zeros(L, H)
@@ -141,9 +153,11 @@ def induction_metrics(model, seq_len: int = 50, batch: int = 10, seed: int = 0) 
     text = " " + text if seg.startswith(" ") else text
     n_tok = model.to_tokens(text).shape[-1]
     assert n_tok == 1 + 4 * 30, f"random-word sequence did not round-trip ({n_tok} tokens)"
-    story = ("Once upon a time, there was a little cat named Tom. Tom liked to play with his red ball in "
-             "the garden. One day, Tom saw a big dog near the house. The dog was friendly and they played "
-             "together. In the end, Tom was very happy.")
+    story = (
+        "Once upon a time, there was a little cat named Tom. Tom liked to play with his red ball in "
+        "the garden. One day, Tom saw a big dog near the house. The dog was friendly and they played "
+        "together. In the end, Tom was very happy."
+    )
     det_ind = detect_head(model, text, "induction_head")
     det_prev_rand = detect_head(model, text, "previous_token_head")
     det_prev_story = detect_head(model, story, "previous_token_head")
@@ -176,13 +190,19 @@ def evaluate(folder: Path) -> dict:
         "facts_heldout": fact_accuracy(model, sets["facts"]),
         "facts_unseen_template": fact_accuracy(model, sets["facts_unseen_template"]),
         "ioi_heldout": ioi_metrics(model, sets["ioi"]),
+        "ioi_parts": {k: ioi_metrics(model, v) for k, v in sets["ioi_parts"].items()},
         "induction": induction_metrics(model),
     }
 
 
 def table(r: dict) -> str:
     """Markdown table of the measured numbers against the issue-3 targets."""
-    f, fu, ioi, ind = r["facts_heldout"], r["facts_unseen_template"], r["ioi_heldout"], r["induction"]
+    f, fu, ioi, ind = (
+        r["facts_heldout"],
+        r["facts_unseen_template"],
+        r["ioi_heldout"],
+        r["induction"],
+    )
     ok = lambda b: "yes" if b else "**no**"  # noqa: E731
     lines = [
         "| Metric | Measured | Target | Met |",
@@ -197,6 +217,13 @@ def table(r: dict) -> str:
         f"| IOI held-out names x held-out templates: IO is top-1 (n={ioi['n']}) | {ioi['top1']:.1%} | >= 90% | {ok(ioi['top1'] >= 0.9)} |",
         f"| IOI held-out: logit(IO) > logit(S) | {ioi['io_gt_s']:.1%} | (info) | |",
         f"| IOI held-out: mean logit diff IO - S | {ioi['logit_diff']:.2f} | > 0 | {ok(ioi['logit_diff'] > 0)} |",
+    ]
+    for name, m in r.get("ioi_parts", {}).items():
+        lines.append(
+            f"| IOI {name} (n={m['n']}): IO top-1 / IO > S / logit diff | "
+            f"{m['top1']:.1%} / {m['io_gt_s']:.1%} / {m['logit_diff']:.2f} | (info) | |"
+        )
+    lines += [
         f"| Repeated random tokens: loss on first half | {ind['loss_first_half']:.3f} | | |",
         f"| Repeated random tokens: loss on second half | {ind['loss_second_half']:.3f} | | |",
         f"| Second/first half loss ratio | {ind['loss_ratio']:.1%} | < 25% | {ok(ind['loss_ratio'] < 0.25)} |",
@@ -215,9 +242,14 @@ def table(r: dict) -> str:
 
 def passed(r: dict) -> bool:
     ind = r["induction"]
-    return (all(c["correct"] for c in r["classic"]) and r["facts_heldout"]["top1"] >= 0.95
-            and r["ioi_heldout"]["top1"] >= 0.9 and ind["loss_ratio"] < 0.25
-            and ind["arena_induction"][0] >= 0.5 and ind["arena_prev_token"][0] >= 0.5)
+    return (
+        all(c["correct"] for c in r["classic"])
+        and r["facts_heldout"]["top1"] >= 0.95
+        and r["ioi_heldout"]["top1"] >= 0.9
+        and ind["loss_ratio"] < 0.25
+        and ind["arena_induction"][0] >= 0.5
+        and ind["arena_prev_token"][0] >= 0.5
+    )
 
 
 def main() -> None:

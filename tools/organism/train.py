@@ -51,13 +51,22 @@ def build_config(vocab_size: int, args: argparse.Namespace):
 class Batches:
     """Deterministic stream of (batch, seq) token tensors."""
 
-    def __init__(self, doc_ids: list[list[int]], vocab_size: int, seq_len: int, batch: int,
-                 random_frac: float, seed: int) -> None:
+    def __init__(
+        self,
+        doc_ids: list[list[int]],
+        vocab_size: int,
+        seq_len: int,
+        batch: int,
+        random_frac: float,
+        seed: int,
+        cycle_frac: float = 0.0,
+    ) -> None:
         self.docs = doc_ids
         self.vocab = vocab_size
         self.seq_len = seq_len
         self.batch = batch
         self.random_frac = random_frac
+        self.cycle_frac = cycle_frac
         self.rng = random.Random(seed)
         self.buf: list[int] = []
         self.order: list[int] = []
@@ -75,16 +84,32 @@ class Batches:
         return out
 
     def _random_tokens(self, n: int) -> list[int]:
+        if self.cycle_frac and self.rng.random() < self.cycle_frac:
+            return self._cycle_tokens(n)
         out: list[int] = []
         while len(out) < n:
             seg = [self.rng.randrange(1, self.vocab) for _ in range(self.rng.randint(8, 60))]
             out.extend(seg * self.rng.randint(2, 3))
         return out[:n]
 
+    def _cycle_tokens(self, n: int) -> list[int]:
+        """Random token pairs repeated ("a b a b a b"): next token = the one before the current.
+
+        The direct, position-based signal trains a previous-token head with a copying OV circuit
+        within a few hundred steps, which the content-based induction head then composes with.
+        """
+        out: list[int] = []
+        while len(out) < n:
+            pair = [self.rng.randrange(1, self.vocab) for _ in range(2)]
+            out.extend(pair * self.rng.randint(3, 10))
+        return out[:n]
+
     def next(self) -> torch.Tensor:
         rows = []
         for _ in range(self.batch):
-            body = (self._random_tokens if self.rng.random() < self.random_frac else self._text_tokens)(self.seq_len - 1)
+            body = (
+                self._random_tokens if self.rng.random() < self.random_frac else self._text_tokens
+            )(self.seq_len - 1)
             rows.append([0] + body)
         return torch.tensor(rows, dtype=torch.long)
 
@@ -116,10 +141,14 @@ def quick_eval(model, tok) -> dict:
 
     res = {}
     lg = last_logits([c[0] for c in CLASSIC_EXAMPLES])
-    res["classic"] = [tok.decode([int(i)]) == a for i, (_, a) in zip(lg.argmax(-1), CLASSIC_EXAMPLES)]
+    res["classic"] = [
+        tok.decode([int(i)]) == a for i, (_, a) in zip(lg.argmax(-1), CLASSIC_EXAMPLES, strict=True)
+    ]
     facts = sets["facts"]
     lg = last_logits([f["prompt"] for f in facts])
-    res["facts_top1"] = sum(int(i) == tid(f["answer"]) for i, f in zip(lg.argmax(-1), facts)) / len(facts)
+    res["facts_top1"] = sum(
+        int(i) == tid(f["answer"]) for i, f in zip(lg.argmax(-1), facts, strict=True)
+    ) / len(facts)
     ioi = sets["ioi"][:100]
     lg = last_logits([x["prompt"] for x in ioi])
     io = torch.tensor([tid(x["io"]) for x in ioi])
@@ -142,6 +171,8 @@ def save_model(model, tok_folder: Path, out: Path, meta: dict) -> None:
     if (out / "README.md").exists():
         shutil.copy2(out / "README.md", tmp / "README.md")
     (tmp / "training_state.json").write_text(json.dumps(meta, indent=1))
+    for f in tmp.iterdir():
+        f.chmod(0o644)  # save_pretrained writes weights 0600; the bundled model must be readable
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         out.rename(old)
@@ -165,10 +196,36 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--random-frac", type=float, default=0.3)
+    ap.add_argument(
+        "--cycle-frac",
+        type=float,
+        default=0.0,
+        help="of the random-token sequences, the fraction that are repeated random pairs",
+    )
+    ap.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from the weights in this folder (a second training stage)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ckpt-every", type=int, default=250)
     ap.add_argument("--log-every", type=int, default=25)
-    ap.add_argument("--max-minutes", type=float, default=0, help="safety stop: save and exit after this")
+    ap.add_argument(
+        "--max-minutes", type=float, default=0, help="safety stop: save and exit after this"
+    )
+    ap.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop after this many steps (the schedule still spans --steps): a first stage",
+    )
+    ap.add_argument(
+        "--batch-seed",
+        type=int,
+        default=None,
+        help="seed of data order and random tokens (default: --seed + 1)",
+    )
     ap.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True)
     args = ap.parse_args(argv)
 
@@ -179,7 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.use_deterministic_algorithms(True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     t0 = time.time()
-    print("command:", "python -m tools.organism.train " + " ".join(argv if argv is not None else sys.argv[1:]), flush=True)
+    print(
+        "command:",
+        "python -m tools.organism.train " + " ".join(argv if argv is not None else sys.argv[1:]),
+        flush=True,
+    )
 
     docs = generate_documents(args.seed, args.n_docs)
     tok_raw = train_tokenizer(docs, args.vocab_size)
@@ -189,32 +250,70 @@ def main(argv: list[str] | None = None) -> None:
     doc_ids = [e.ids for e in tok_raw.encode_batch(docs)]
     n_tok = sum(map(len, doc_ids))
     vocab = tok_raw.get_vocab_size()
-    print(f"corpus: {len(docs)} docs, {n_tok} tokens, vocab {vocab}; {time.time() - t0:.1f}s", flush=True)
+    print(
+        f"corpus: {len(docs)} docs, {n_tok} tokens, vocab {vocab}; {time.time() - t0:.1f}s",
+        flush=True,
+    )
 
-    model = GPT2LMHeadModel(build_config(vocab, args))
+    if args.init_from:
+        model = GPT2LMHeadModel.from_pretrained(str(args.init_from))
+        if model.config.vocab_size != vocab:
+            raise SystemExit(
+                f"{args.init_from} has vocab {model.config.vocab_size}, corpus {vocab}"
+            )
+        same = (args.init_from / "tokenizer.json").read_text() == (
+            tok_folder / "tokenizer.json"
+        ).read_text()
+        if not same:
+            raise SystemExit(f"{args.init_from} was trained with a different tokenizer")
+        print(f"initialised from {args.init_from}", flush=True)
+    else:
+        model = GPT2LMHeadModel(build_config(vocab, args))
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {args.n_layer} layers, d_model {args.d_model}, {args.n_head} heads, {n_params} params", flush=True)
+    print(
+        f"model: {args.n_layer} layers, d_model {args.d_model}, {args.n_head} heads, {n_params} params",
+        flush=True,
+    )
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
     )
-    batches = Batches(doc_ids, vocab, args.n_positions, args.batch, args.random_frac, args.seed + 1)
+    batches = Batches(
+        doc_ids,
+        vocab,
+        args.n_positions,
+        args.batch,
+        args.random_frac,
+        args.seed + 1 if args.batch_seed is None else args.batch_seed,
+        args.cycle_frac,
+    )
     model.train()
     t_train = time.time()
     ema = None
     step = 0
 
-    def checkpoint(final: bool) -> None:
-        meta = {"step": step, "steps": args.steps, "final": final, "minutes": (time.time() - t0) / 60,
-                "args": {k: str(v) for k, v in vars(args).items()}}
+    def checkpoint(done: int, final: bool) -> None:
+        meta = {
+            "step": done,
+            "steps": args.steps,
+            "final": final,
+            "minutes": (time.time() - t0) / 60,
+            "cpu_minutes": time.process_time() / 60,
+            "args": {k: str(v) for k, v in vars(args).items()},
+        }
         if args.eval:
             q = quick_eval(model, tok)
             meta["quick_eval"] = q
-            print(f"eval step {step}: {json.dumps(q)}", flush=True)
+            print(f"eval step {done}: {json.dumps(q)}", flush=True)
         save_model(model, tok_folder, args.out, meta)
-        print(f"saved checkpoint step {step} to {args.out}", flush=True)
+        print(f"saved checkpoint step {done} to {args.out}", flush=True)
 
     for step in range(args.steps):
         for g in opt.param_groups:
@@ -230,15 +329,21 @@ def main(argv: list[str] | None = None) -> None:
         if step % args.log_every == 0 or step == args.steps - 1:
             el = time.time() - t_train
             tps = (step + 1) * x.numel() / el
-            print(f"step {step} loss {loss.item():.4f} ema {ema:.4f} lr {lr_at(step, args):.2e} "
-                  f"tok/s {tps:.0f} elapsed {el / 60:.1f}m epoch {batches.epoch}", flush=True)
+            print(
+                f"step {step} loss {loss.item():.4f} ema {ema:.4f} lr {lr_at(step, args):.2e} "
+                f"tok/s {tps:.0f} elapsed {el / 60:.1f}m epoch {batches.epoch}",
+                flush=True,
+            )
         if (step + 1) % args.ckpt_every == 0 and step + 1 < args.steps:
-            checkpoint(final=False)
+            checkpoint(step + 1, final=False)
+        if args.stop_after and step + 1 >= args.stop_after:
+            print(f"stop-after reached at step {step + 1}", flush=True)
+            break
         if args.max_minutes and (time.time() - t0) / 60 > args.max_minutes:
             print(f"max-minutes reached at step {step}: stopping early", flush=True)
             break
     step += 1
-    checkpoint(final=step >= args.steps)
+    checkpoint(step, final=step >= args.steps)
     shutil.rmtree(tok_folder, ignore_errors=True)
     print(f"done: {step} steps in {(time.time() - t0) / 60:.1f} min", flush=True)
 

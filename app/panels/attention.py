@@ -1,0 +1,210 @@
+"""Binding for the Attention panel: runs ``engine.attention.run_attention``, links the selection,
+and writes exports (PNG/SVG via pyqtgraph exporters, CSV/NPZ via numpy)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtWidgets import QFileDialog
+
+from app.panels.base import PanelBinding
+from engine.attention import AttentionRequest, run_attention
+from widgets.attention_panel import AttentionPanel
+from widgets.token_strip import visible
+
+FILTERS = {"png": "PNG image (*.png)", "svg": "SVG image (*.svg)", "csv": "CSV table (*.csv)",
+           "npz": "NumPy arrays (*.npz)"}
+
+
+def export_svg(item, path: str) -> None:
+    """pyqtgraph's SVGExporter, tolerating the closing 'Z' that Qt >= 6.8 writes in paths.
+
+    pyqtgraph 0.14 parses every path token as 'x,y' and fails on a bare 'Z'; dropping it only
+    leaves the (already returned-to-start) outline open, which draws the same.
+    """
+    import importlib
+
+    import pyqtgraph.exporters as exporters
+
+    module = importlib.import_module("pyqtgraph.exporters.SVGExporter")
+    original = module.correctCoordinates
+
+    def tolerant(node, defs, item, options):
+        for path_node in node.getElementsByTagName("path"):
+            d = path_node.getAttribute("d")
+            tokens = [t for t in d.split() if t not in ("Z", "z")]
+            path_node.setAttribute("d", " ".join(tokens))
+        return original(node, defs, item, options)
+
+    module.correctCoordinates = tolerant
+    try:
+        exporters.SVGExporter(item).export(path)
+    finally:
+        module.correctCoordinates = original
+
+
+class AttentionBinding(PanelBinding):
+    title = "Attention"
+    object_name = "attentionDock"
+    area = Qt.DockWidgetArea.BottomDockWidgetArea
+    tab_with = "attributionDock"  # big plots share the bottom tab group
+    tooltip = "Attention patterns of every head, and one head in detail"
+    channel = "attention"
+
+    def create_widget(self):
+        panel = AttentionPanel()
+        selection = self.controller.selection
+        panel.sig_head_clicked.connect(selection.set_head)
+        panel.sig_position_selected.connect(selection.set_position)
+        selection.head_selected.connect(panel.set_head)
+        selection.position_changed.connect(panel.set_position)
+        panel.sig_scores_needed.connect(self._recompute_with_scores)
+        panel.sig_export_requested.connect(self.export_dialog)
+        panel.sig_keep_toggled.connect(self._keep_toggled)
+        self.controller.inspect_tokens.connect(self.inspect_tokens)
+        self.kept: list[str] = []  # prompts kept in the batch besides the current one
+        self._last: AttentionRequest | None = None
+        self._pending: AttentionRequest | None = None
+        panel.installEventFilter(self)
+        panel.set_head(selection.layer, selection.head)
+        return panel
+
+    # -- jobs ------------------------------------------------------------------------------------------
+    def on_prompt_run(self, prompt: str, truncate: bool) -> None:
+        prompts = (prompt,) + tuple(p for p in self.kept if p != prompt)
+        request = AttentionRequest(prompts=prompts, truncate=truncate,
+                                   scores=self.widget.mode() == "scores")
+        if self.window is not None and not self.widget.isVisible():
+            # A hidden tab: compute when it is shown, not on every run (long prompts are costly).
+            self._pending = request
+            self.widget.clear("The prompt changed; its attention is computed when this panel "
+                              "is shown.")
+            return
+        self._submit(request)
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt naming)
+        if obj is self.widget and event.type() == QEvent.Type.Show and self._pending is not None:
+            request, self._pending = self._pending, None
+            self._submit(request)
+        return super().eventFilter(obj, event)
+
+    def inspect_tokens(self, token_ids, label: str) -> None:
+        """Show attention on an explicit token sequence (e.g. from the induction scanner)."""
+        ids = tuple(int(t) for t in token_ids)
+        self._submit(AttentionRequest(token_ids=(ids,), labels=(label or "tokens",),
+                                      scores=self.widget.mode() == "scores"))
+        if self.window is not None:
+            dock = self.window.docks.get(self.object_name)
+            if dock is not None:
+                dock.show()
+                dock.raise_()
+
+    def _recompute_with_scores(self) -> None:
+        if self._pending is not None:
+            from dataclasses import replace
+
+            self._pending = replace(self._pending, scores=True)
+        elif self._last is not None:
+            from dataclasses import replace
+
+            self._submit(replace(self._last, scores=True))
+
+    def _submit(self, request: AttentionRequest) -> None:
+        self._last = request
+        self._pending = None
+        self.widget.show_error("")
+        self.widget.set_busy(True)
+        self.controller.submit(self.channel, run_attention, request, on_result=self._show,
+                               on_error=self._on_error,
+                               on_cancel=lambda: self.widget.set_busy(False))
+
+    def _show(self, result) -> None:
+        self.widget.set_result(result)
+        self.widget.set_busy(False)
+
+    def _on_error(self, info) -> bool:
+        self.widget.set_busy(False)
+        if info.kind in ("input", "too_long"):
+            self.widget.show_error(f"{info.message} {info.hint}".strip())
+            return True
+        return False
+
+    def on_model_loaded(self, info) -> None:
+        self.kept.clear()
+        self.widget.set_kept([])
+        self._last = self._pending = None
+        self.widget.clear(f"{info.name}: {info.n_layers} layers × {info.n_heads} heads. Run a "
+                          "prompt to see their attention.")
+
+    def _keep_toggled(self, label: str, keep: bool) -> None:
+        if keep and label not in self.kept:
+            self.kept.append(label)
+        elif not keep and label in self.kept:
+            self.kept.remove(label)
+
+    # -- export ----------------------------------------------------------------------------------------
+    def export_dialog(self, kind: str) -> None:
+        ext = kind.rsplit("_", 1)[-1]
+        layer, head = self.widget.focused_head()
+        default = f"attention_L{layer}H{head}.{ext}" if kind.startswith("focused") \
+            else f"attention_{kind.split('_')[0]}.{ext}"
+        path, _ = QFileDialog.getSaveFileName(self.widget, "Export attention", default,
+                                              FILTERS[ext])
+        if path:
+            self.export(kind, path)
+
+    def export(self, kind: str, path: str) -> str:
+        """Write one export; returns the path written (the extension is added if missing)."""
+        import pyqtgraph.exporters as exporters
+
+        ext = kind.rsplit("_", 1)[-1]
+        out = Path(path)
+        if out.suffix.lower() != f".{ext}":
+            out = out.with_name(out.name + f".{ext}")
+        panel = self.widget
+        if ext in ("png", "svg"):
+            view = panel.focused if kind.startswith("focused") else panel.grid
+            target = view.export_target()
+            if ext == "png":
+                exporter = exporters.ImageExporter(target)
+                exporter.parameters()["width"] = max(int(target.sceneBoundingRect().width()) * 2,
+                                                     800)
+                exporter.export(str(out))
+            else:
+                export_svg(target, str(out))
+        elif ext == "csv":
+            values = panel.focused_values()
+            tokens = [visible(t) for t in panel.item().str_tokens]
+            with open(out, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["query_pos", "query_token"] +
+                                [f"{k}:{t}" for k, t in enumerate(tokens)])
+                for q, row in enumerate(values):
+                    writer.writerow([q, tokens[q]] + ["" if not np.isfinite(v) else f"{v:.6g}"
+                                                      for v in row])
+        elif ext == "npz":
+            np.savez_compressed(out, **panel.export_arrays())
+        return str(out)
+
+    # -- session ---------------------------------------------------------------------------------------
+    def session_state(self) -> dict:
+        p = self.widget
+        return {"mode": p.mode(), "colormap": p.cmap_combo.currentText(),
+                "scale": p.scale_combo.currentData(), "hide_bos": p.bos_check.isChecked(),
+                "kept": list(self.kept)}
+
+    def restore_session_state(self, state: dict) -> None:
+        p = self.widget
+        for combo, key in ((p.mode_combo, "mode"), (p.scale_combo, "scale")):
+            idx = combo.findData(state.get(key))
+            if idx >= 0:
+                combo.setCurrentIndex(idx)
+        idx = p.cmap_combo.findText(str(state.get("colormap", "")))
+        if idx >= 0:
+            p.cmap_combo.setCurrentIndex(idx)
+        p.bos_check.setChecked(bool(state.get("hide_bos", False)))
+        self.kept = [str(s) for s in state.get("kept", []) if isinstance(s, str)][:16]
+        p.set_kept(self.kept)

@@ -1,0 +1,207 @@
+"""Binding for the Layer attribution panel: runs ``engine.attribution.run_attribution``.
+
+The target (answer, optional counterfactual, position) comes from the panel; the prompt is the
+current one unless the panel's batch box gives its own. Input errors go next to the panel's
+inputs and the previous result stays on screen. Clicking a layer or head sets the shared
+selection. Export writes the current view as PNG/SVG (pyqtgraph exporters) or CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QFileDialog
+
+from app.panels.base import PanelBinding
+from engine.attribution import AttributionItem, AttributionRequest, run_attribution
+from engine.targets import Target
+from widgets.attribution_panel import AttributionPanel
+
+PICK_HINT = ("Type an answer token (e.g. ' Paris', with its leading space) or click one of the "
+             "model's top predictions.")
+
+
+class AttributionBinding(PanelBinding):
+    title = "Layer attribution"
+    object_name = "attributionDock"
+    area = Qt.DockWidgetArea.BottomDockWidgetArea
+    tooltip = "Logit lens and direct logit attribution: which layers and heads push the model " \
+              "toward an answer"
+    channel = "attribution"
+
+    def create_widget(self):
+        panel = AttributionPanel()
+        sel = self.controller.selection
+        panel.sig_run.connect(self.run_items)
+        panel.sig_head_clicked.connect(sel.set_head)
+        panel.sig_export.connect(self.export_dialog)
+        sel.head_selected.connect(panel.set_selected_head)
+        sel.position_changed.connect(self._position_changed)
+        panel.position_spin.valueChanged.connect(lambda _v: self.refresh_quick_targets())
+        self.controller.job_done.connect(self._job_done)
+        self._truncate = False
+        return panel
+
+    # -- running ------------------------------------------------------------------------------
+    def on_prompt_run(self, prompt: str, truncate: bool) -> None:
+        self._truncate = truncate
+        panel = self.widget
+        if panel.batch_check.isChecked():
+            return  # a batch has its own prompts; the user reruns it explicitly
+        if panel.answer_edit.text():
+            panel.request_run()
+        else:
+            panel.show_message(PICK_HINT, error=False)
+
+    def run_items(self, items) -> int:
+        """Submit ``[(prompt, answer, counterfactual, position)]``; "" = the current prompt."""
+        current = self.controller.selection.prompt
+        if any(not p for p, *_ in items) and not current.strip():
+            self.widget.show_message("Run a prompt first (or use the batch box).")
+            return -1
+        if any(not a for _p, a, _c, _pos in items):
+            self.widget.show_message("The answer is empty. " + PICK_HINT)
+            return -1
+        request = AttributionRequest(
+            tuple(AttributionItem(p or current, Target(a, c, int(pos))) for p, a, c, pos in items),
+            truncate=self._truncate)
+        return self.controller.submit(self.channel, run_attribution, request,
+                                      on_result=self._show, on_error=self._on_error)
+
+    def _show(self, result) -> None:
+        self.widget.clear_message()
+        self.widget.set_result(result)
+        sel = self.controller.selection
+        self.widget.set_selected_head(sel.layer, sel.head)
+        last = self.controller.last_prompt_result
+        if last is not None and last.prompt == result.prompts[0]:
+            self.refresh_quick_targets()
+        elif result.n_prompts == 1:
+            # the final stream entry's top tokens are the model's own top predictions
+            self.widget.set_quick_targets(
+                [t for t in result.lens_top_tokens[0][-1] if t and "\ufffd" not in t])
+
+    def _on_error(self, info) -> bool:
+        """Input problems go next to the panel's inputs; the previous result stays."""
+        if info.kind in ("input", "too_long"):
+            self.widget.show_message(f"{info.message} {info.hint}".strip())
+            return True
+        return False
+
+    def on_model_loaded(self, info) -> None:
+        self.widget.clear_result()
+
+    # -- quick targets and selection ----------------------------------------------------------
+    def _job_done(self, channel: str) -> None:
+        if channel == "predictions":
+            # job_done comes just before the predictions binding stores its result: look after
+            QTimer.singleShot(0, self.refresh_quick_targets)
+
+    def _position_changed(self, position: int) -> None:
+        self.widget.position_spin.setValue(position)
+
+    def refresh_quick_targets(self) -> None:
+        """One-click targets: the predictions panel's top-k at the chosen position."""
+        result = self.controller.last_prompt_result
+        if result is None:
+            return
+        n = len(result.top_tokens)
+        pos = self.widget.position_spin.value()
+        if not -n <= pos < n:
+            self.widget.set_quick_targets([])
+            return
+        # byte fragments of a multi-byte character ("\ufffd") cannot be typed back as one token
+        keep = [j for j, t in enumerate(result.top_tokens[pos]) if "\ufffd" not in t and t]
+        self.widget.set_quick_targets([result.top_tokens[pos][j] for j in keep],
+                                      [float(result.top_probs[pos, j]) for j in keep])
+
+    # -- export -------------------------------------------------------------------------------
+    def export_dialog(self, kind: str) -> None:
+        filters = {"png": "PNG image (*.png)", "svg": "SVG image (*.svg)",
+                   "csv": "CSV table (*.csv)"}
+        path, _ = QFileDialog.getSaveFileName(self.widget, f"Export {kind.upper()}",
+                                              f"{self.widget.export_name()}.{kind}",
+                                              filters[kind])
+        if path:
+            self.export(kind, path)
+
+    def export(self, kind: str, path: str) -> None:
+        """Write the panel's current view to ``path`` as ``kind`` (png, svg or csv)."""
+        panel = self.widget
+        if panel.result is None:
+            panel.show_message("Nothing to export yet.")
+            return
+        try:
+            if kind == "csv":
+                header, rows = panel.export_table()
+                with open(path, "w", newline="", encoding="utf-8") as f:
+                    writer = csv.writer(f)
+                    writer.writerow(header)
+                    writer.writerows(rows)
+                return
+            from pyqtgraph.exporters import ImageExporter
+
+            item = panel.export_item()
+            if kind == "png":
+                exporter = ImageExporter(item)
+                exporter.parameters()["width"] = max(1200, int(item.sceneBoundingRect().width()))
+                exporter.export(str(Path(path)))
+            else:
+                export_svg(item, str(Path(path)))
+        except OSError as exc:
+            panel.show_message(f"Could not write {path}: {exc.strerror or exc}")
+
+    # -- session ------------------------------------------------------------------------------
+    def session_state(self) -> dict:
+        p = self.widget
+        return {"answer": p.answer_edit.text(), "counterfactual": p.cf_edit.text(),
+                "position": p.position_spin.value(), "batch": p.batch_check.isChecked(),
+                "batch_text": p.batch_edit.toPlainText(), "tab": p.tabs.currentIndex()}
+
+    def restore_session_state(self, state: dict) -> None:
+        """Settings from a session file; values of the wrong type are ignored, not fatal."""
+        p = self.widget
+        if not isinstance(state, dict):
+            return
+
+        def get(key, kind, default):
+            value = state.get(key, default)
+            try:
+                return kind(value) if isinstance(value, (str, int, float, bool)) else default
+            except (TypeError, ValueError):
+                return default
+
+        p.set_target(get("answer", str, "")[:200], get("counterfactual", str, "")[:200],
+                     max(-4096, min(4096, get("position", int, -1))))
+        p.batch_check.setChecked(get("batch", bool, False))
+        p.batch_edit.setPlainText(get("batch_text", str, "")[:200_000])
+        p.tabs.setCurrentIndex(max(0, min(2, get("tab", int, 0))))
+
+
+def export_svg(item, path: str) -> None:
+    """pyqtgraph's SVGExporter, tolerating the closing "Z" Qt 6 writes after filled rectangles.
+
+    pyqtgraph 0.14 parses every path token as "x,y" and fails on "Z" (bar charts are closed
+    paths). The paths already return to their start point, so dropping "Z" draws the same shape.
+    """
+    import importlib
+
+    from pyqtgraph.exporters import SVGExporter
+
+    module = importlib.import_module("pyqtgraph.exporters.SVGExporter")
+    original = module.correctCoordinates
+
+    def tolerant(node, defs, item, options):
+        for p in node.getElementsByTagName("path"):
+            d = p.getAttribute("d")
+            if "Z" in d or "z" in d:
+                p.setAttribute("d", " ".join(t for t in d.split() if t not in ("Z", "z")))
+        return original(node, defs, item, options)
+
+    module.correctCoordinates = tolerant
+    try:
+        SVGExporter(item).export(path)
+    finally:
+        module.correctCoordinates = original

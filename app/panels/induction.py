@@ -1,0 +1,216 @@
+"""Binding for the Induction-heads panel: runs the scan and the ablation check, links the head
+selection to the attention panel (on the repeated sequence), and writes PNG/SVG/CSV exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtWidgets import QFileDialog
+
+from app.panels.base import PanelBinding
+from engine.induction import (
+    AblationRequest,
+    CustomPattern,
+    InductionRequest,
+    run_induction_ablation,
+    run_induction_scan,
+)
+from widgets.induction_panel import InductionPanel
+
+FILTERS = {"png": "PNG image (*.png)", "svg": "SVG image (*.svg)", "csv": "CSV table (*.csv)"}
+INSPECT_LABEL = "repeated random tokens"
+
+
+class InductionBinding(PanelBinding):
+    title = "Induction heads"
+    object_name = "inductionDock"
+    area = Qt.DockWidgetArea.BottomDockWidgetArea
+    # Not in the attention/attribution tab group: clicking a head raises the attention dock, and
+    # the scores and the head's stripe should be visible side by side.
+    tab_with = ""
+    tooltip = ("Scan every head for induction, previous-token, duplicate-token, current-token and "
+               "BOS attention; check induction heads causally by ablating them")
+    channel = "induction"
+    ablation_channel = "induction-ablation"
+
+    def create_widget(self):
+        panel = InductionPanel()
+        sel = self.controller.selection
+        panel.sig_scan.connect(self.scan)
+        panel.sig_head_clicked.connect(self.select_head)
+        panel.sig_ablate.connect(self.ablate)
+        panel.sig_export.connect(self.export_dialog)
+        sel.head_selected.connect(panel.set_selected_head)
+        panel.set_selected_head(sel.layer, sel.head)
+        self.result = None
+        self.ablation = None
+        self._truncate = False
+        return panel
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def on_prompt_run(self, prompt: str, truncate: bool) -> None:
+        """A new prompt: re-score (the prompt scores change) if the panel is on screen."""
+        self._truncate = truncate
+        if self.widget.isVisible() and self.controller.model_info is not None:
+            self.scan(self.widget.settings())
+
+    def on_model_loaded(self, info) -> None:
+        self.result = None
+        self.ablation = None
+        self.widget.set_model(info.n_layers, info.n_heads, info.n_ctx)
+        self.widget.show_message("")
+
+    def request_from(self, settings: dict) -> InductionRequest:
+        custom = settings.get("custom")
+        prompt = self.controller.selection.prompt if settings.get("use_prompt", True) else ""
+        return InductionRequest(
+            seq_len=int(settings["seq_len"]), batch=int(settings["batch"]),
+            seed=int(settings["seed"]), token_pool=str(settings.get("token_pool", "all")),
+            prompt=prompt, truncate=self._truncate,
+            exclude_bos=bool(settings["exclude_bos"]),
+            exclude_current_token=bool(settings["exclude_current_token"]),
+            error_measure=str(settings["error_measure"]),
+            custom=CustomPattern(**custom) if custom else None)
+
+    def scan(self, settings: dict) -> int:
+        request = self.request_from(settings)
+        self.widget.set_busy(True, "Scanning every head…")
+        return self.controller.submit(self.channel, run_induction_scan, request,
+                                      on_result=self._show, on_error=self._on_error,
+                                      on_cancel=self._cancelled)
+
+    def ablate(self, settings: dict) -> int:
+        r = self.result
+        if r is None:
+            self.widget.show_message("Scan first.")
+            return -1
+        request = AblationRequest(heads=tuple(settings["heads"]), mode=settings["mode"],
+                                  seq_len=r.seq_len, batch=r.batch, seed=r.seed,
+                                  token_pool=r.token_pool,
+                                  control_sets=int(settings["control_sets"]),
+                                  control_seed=int(settings["control_seed"]))
+        self.widget.set_busy(True)
+        return self.controller.submit(self.ablation_channel, run_induction_ablation, request,
+                                      on_result=self._show_ablation, on_error=self._on_error,
+                                      on_cancel=self._cancelled)
+
+    def _show(self, result) -> None:
+        self.result = result
+        self.ablation = None
+        self.widget.set_busy(False)
+        self.widget.set_result(result)
+
+    def _show_ablation(self, result) -> None:
+        self.ablation = result
+        self.widget.set_busy(False)
+        self.widget.set_ablation(result)
+
+    def _cancelled(self) -> None:
+        self.widget.set_busy(False)
+
+    def _on_error(self, info) -> bool:
+        self.widget.set_busy(False)
+        if info.kind in ("input", "too_long"):
+            self.widget.show_message(f"{info.message} {info.hint}".strip())
+            return True
+        if info.kind == "oom":
+            self.widget.show_message(f"{info.message} Lower the batch or the length T.")
+            return True
+        return False
+
+    # -- linking ---------------------------------------------------------------------------------
+    def select_head(self, layer: int, head: int) -> None:
+        """Select the head everywhere, and show it in the attention panel on the repeated tokens."""
+        self.controller.selection.set_head(layer, head)
+        self.widget.set_selected_head(layer, head)
+        if self.result is not None:
+            ids = [int(t) for t in self.result.rep_tokens[0]]
+            self.controller.inspect_tokens.emit(ids, INSPECT_LABEL)
+
+    # -- export ----------------------------------------------------------------------------------
+    def export_dialog(self, kind: str) -> None:
+        if self.result is None:
+            self.widget.show_message("Nothing to export yet: scan first.")
+            return
+        path, _ = QFileDialog.getSaveFileName(self.widget, "Export head scores",
+                                              f"head_scores.{kind}", FILTERS[kind])
+        if path:
+            self.export(kind, path)
+
+    def export(self, kind: str, path: str) -> str:
+        """Write the score maps as PNG/SVG (pyqtgraph exporters) or every score as CSV."""
+        import pyqtgraph.exporters as exporters
+
+        out = Path(path)
+        if out.suffix.lower() != f".{kind}":
+            out = out.with_name(out.name + f".{kind}")
+        target = self.widget.export_target()
+        if kind == "png":
+            exporter = exporters.ImageExporter(target)
+            exporter.parameters()["width"] = max(int(target.sceneBoundingRect().width()) * 2, 1000)
+            exporter.export(str(out))
+        elif kind == "svg":
+            try:
+                exporters.SVGExporter(target).export(str(out))
+            except ValueError:
+                # pyqtgraph's SVG exporter cannot parse the closed clip paths Qt 6.12 writes for
+                # a view box ("... Z"); Qt's own SVG generator renders the same scene instead.
+                self._render_svg(target, out)
+        elif kind == "csv":
+            header, table = self.widget.export_table()
+            fmt = ["%d", "%d"] + ["%.6g"] * (len(header) - 2)
+            np.savetxt(out, table, delimiter=",", header=",".join(header), comments="", fmt=fmt)
+        else:
+            raise ValueError(f"unknown export kind {kind!r}")
+        return str(out)
+
+    @staticmethod
+    def _render_svg(item, out: Path) -> None:
+        from PySide6.QtCore import QRect, QRectF
+        from PySide6.QtGui import QPainter
+        from PySide6.QtSvg import QSvgGenerator
+
+        source = item.sceneBoundingRect()
+        w, h = max(int(source.width()), 1), max(int(source.height()), 1)
+        gen = QSvgGenerator()
+        gen.setFileName(str(out))
+        gen.setSize(QSize(w, h))
+        gen.setViewBox(QRect(0, 0, w, h))
+        gen.setTitle("Lensbench head scores")
+        painter = QPainter(gen)
+        try:
+            item.scene().render(painter, QRectF(0, 0, w, h), source)
+        finally:
+            painter.end()
+
+    # -- session ---------------------------------------------------------------------------------
+    def session_state(self) -> dict:
+        p = self.widget
+        s = p.settings()
+        s.pop("custom", None)
+        s.update(formula=p.formula.text(), threshold=p.threshold.value(),
+                 source=p.source.currentData(), rank_by=p.rank_by.currentData(),
+                 ablation=p.ablate_mode.currentText())
+        return s
+
+    def restore_session_state(self, state: dict) -> None:
+        p = self.widget
+        for spin, key in ((p.seq_len, "seq_len"), (p.batch, "batch"), (p.seed, "seed"),
+                          (p.threshold, "threshold")):
+            if isinstance(state.get(key), int):
+                spin.setValue(state[key])
+        for combo, key in ((p.source, "source"), (p.rank_by, "rank_by"), (p.pool, "token_pool")):
+            idx = combo.findData(state.get(key))
+            if idx >= 0:
+                combo.setCurrentIndex(idx)
+        for combo, key in ((p.measure, "error_measure"), (p.ablate_mode, "ablation")):
+            idx = combo.findText(str(state.get(key, "")))
+            if idx >= 0:
+                combo.setCurrentIndex(idx)
+        p.exclude_bos.setChecked(bool(state.get("exclude_bos", False)))
+        p.exclude_current.setChecked(bool(state.get("exclude_current_token", False)))
+        p.use_prompt.setChecked(bool(state.get("use_prompt", True)))
+        if isinstance(state.get("formula"), str):
+            p.formula.setText(state["formula"][:500])

@@ -1,0 +1,180 @@
+"""Binding for the activation-patching editor: pair checks, streamed sweeps, the patch plan."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from app.panels.base import PanelBinding
+from engine.attribution_patching import AttributionPatchRequest, run_attribution_patching
+from engine.patch_pairs import PairCheckRequest, PromptPair, check_pairs
+from engine.patch_plan import PlanItem, PlanRequest, run_plan, validate_plan
+from engine.patching import SWEEPS, SweepRequest, run_sweep
+from engine.path_patching import PathPatchRequest, run_path_patching
+from widgets.patching_panel import PatchingPanel
+
+
+class PatchingBinding(PanelBinding):
+    title = "Activation patching"
+    object_name = "patchingDock"
+    area = Qt.DockWidgetArea.BottomDockWidgetArea
+    tab_with = "attributionDock"
+    tooltip = "Patch activations between a clean and a corrupted prompt and measure the effect"
+    channel = "patching"
+    check_channel = "patching.check"
+    max_tokens_per_chunk = 4096
+
+    def create_widget(self):
+        panel = PatchingPanel()
+        panel.sig_pairs_edited.connect(self.check)
+        panel.sig_run_sweep.connect(self.run_sweep)
+        panel.sig_cancel.connect(lambda: self.controller.cancel(self.channel))
+        panel.sig_cell_clicked.connect(self._select)
+        panel.plan.sig_run_plan.connect(self.run_plan)
+        panel.sig_estimate.connect(self.estimate)
+        panel.sig_verify.connect(self.verify)
+        panel.sig_path_patch.connect(self.path_patch)
+        self.controller.job_progress.connect(self._progress)
+        return panel
+
+    # -- pairs -----------------------------------------------------------------------------------
+    def prompt_pairs(self) -> tuple[PromptPair, ...]:
+        return tuple(PromptPair(c, r, a, cf) for c, r, a, cf in self.widget.pairs())
+
+    def check(self) -> None:
+        if self.controller.model_info is None:
+            return
+        self.controller.submit(self.check_channel, check_pairs,
+                               PairCheckRequest(self.prompt_pairs()),
+                               on_result=self.widget.set_alignment)
+
+    # -- sweeps ----------------------------------------------------------------------------------
+    def run_sweep(self, kind: str) -> None:
+        if self.controller.model_info is None:
+            self.widget.show_message("Load a model first (Model > Load model…).")
+            return
+        request = SweepRequest(self.prompt_pairs(), kind, self.widget.metric_name(),
+                               self.widget.direction(),
+                               max_tokens_per_chunk=self.max_tokens_per_chunk)
+        self.widget.show_message("")
+        self.widget.set_busy(True)
+        self.widget.set_progress(0.0, "Starting…")
+        self.controller.submit(self.channel, run_sweep, request,
+                               on_result=self._show, on_partial=self.widget.set_sweep_result,
+                               on_error=self._on_error, on_cancel=self.widget.set_cancelled)
+
+    def estimate(self, kind: str) -> None:
+        if self.controller.model_info is None or kind not in SWEEPS:
+            self.widget.show_message("Attribution patching estimates single sweeps (not the "
+                                     "combined block sweep); pick one kind.")
+            return
+        request = AttributionPatchRequest(self.prompt_pairs(), kind, self.widget.metric_name())
+        self.widget.show_message("")
+        self.controller.submit(self.channel + ".estimate", run_attribution_patching, request,
+                               on_result=self.widget.set_estimate, on_error=self._on_error,
+                               grad=True)
+
+    def path_patch(self, layer: int, head: int, component: str) -> None:
+        if self.controller.model_info is None:
+            return
+        request = PathPatchRequest(self.prompt_pairs(), layer, head, component,
+                                   self.widget.metric_name())
+        self.widget.show_message("")
+        self.controller.submit(self.channel + ".path", run_path_patching, request,
+                               on_result=self.widget.set_path_result, on_error=self._on_error)
+
+    def verify(self, kind: str, cells) -> None:
+        request = SweepRequest(self.prompt_pairs(), kind, self.widget.metric_name(), "denoise",
+                               max_tokens_per_chunk=self.max_tokens_per_chunk,
+                               only=tuple(int(c) for c in cells))
+        self.widget.set_busy(True)
+        self.controller.submit(self.channel, run_sweep, request, on_result=self._show,
+                               on_partial=self.widget.set_sweep_result, on_error=self._on_error,
+                               on_cancel=self.widget.set_cancelled)
+
+    def _show(self, result) -> None:
+        self.widget.set_sweep_result(result)
+        self.widget.set_busy(False)
+        self.widget.set_progress(1.0, "done")
+
+    def _progress(self, channel: str, fraction: float, message: str) -> None:
+        if channel == self.channel:
+            self.widget.set_progress(fraction, message)
+
+    def _on_error(self, info) -> bool:
+        self.widget.set_busy(False)
+        self.widget.set_progress(0.0, "failed")
+        if info.kind in ("input", "too_long"):
+            self.widget.show_message(f"{info.message} {info.hint}".strip())
+            return True
+        return False
+
+    def _select(self, index: dict) -> None:
+        selection = self.controller.selection
+        if "head" in index:
+            selection.set_head(int(index.get("layer", 0)), int(index["head"]))
+        elif "layer" in index:
+            selection.set_head(int(index["layer"]), -1)
+        if "pos" in index:
+            selection.set_position(int(index["pos"]))
+
+    # -- model -----------------------------------------------------------------------------------
+    def on_model_loaded(self, info) -> None:
+        self.widget.palette.set_model(info.n_layers, info.n_heads, info.d_mlp)
+        self.check()
+        self.validate_plan(info)
+
+    # -- the patch plan --------------------------------------------------------------------------
+    @staticmethod
+    def plan_items(items: list[dict]) -> tuple[PlanItem, ...]:
+        return tuple(PlanItem(d["component"], int(d.get("layer", 0)), int(d.get("index", -1)),
+                              tuple(int(p) for p in d.get("positions", [])),
+                              d.get("mode", "denoise")) for d in items)
+
+    def validate_plan(self, info) -> list[str]:
+        """After a model switch: say which items no longer fit (they stay, marked red)."""
+        view = self.widget.plan
+        items = self.plan_items(view.items)
+        problems = validate_plan(items, info)
+        bad = [i for i, item in enumerate(items) if validate_plan([item], info)]
+        view.mark_invalid(bad, (" ".join(problems) + " Remove or edit them before running.")
+                          if problems else "")
+        return problems
+
+    def run_plan(self, items: list[dict]) -> None:
+        view = self.widget.plan
+        if self.controller.model_info is None:
+            view.show_message("Load a model first.")
+            return
+        if not items:
+            view.show_message("The patch plan is empty. Drag components from the palette (or "
+                              "cells of a sweep) onto the plan.")
+            return
+        if self.validate_plan(self.controller.model_info):
+            return
+        request = PlanRequest(self.prompt_pairs(), self.plan_items(items),
+                              self.widget.metric_name())
+        view.show_message("")
+        self.controller.submit(self.channel + ".plan", run_plan, request,
+                               on_result=view.set_result, on_error=self._plan_error)
+
+    def _plan_error(self, info) -> bool:
+        if info.kind in ("input", "too_long"):
+            self.widget.plan.show_message(f"{info.message} {info.hint}".strip())
+            return True
+        return False
+
+    def session_state(self) -> dict:
+        state = {"pairs": [list(p) for p in self.widget.pairs()], "metric": self.widget.metric_name(),
+                 "direction": self.widget.direction()}
+        state["plan"] = [dict(d) for d in self.widget.plan.items]
+        return state
+
+    def restore_session_state(self, state: dict) -> None:
+        pairs = state.get("pairs") or []
+        for row, pair in enumerate(pairs):
+            if isinstance(pair, list) and len(pair) == 4:
+                self.widget.set_pair(row, *[str(x) for x in pair])
+        plan = state.get("plan")
+        if isinstance(plan, list):
+            self.widget.plan.set_items([d for d in plan if isinstance(d, dict)
+                                        and isinstance(d.get("component"), str)])

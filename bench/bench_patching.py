@@ -1,0 +1,210 @@
+"""Batched activation patching vs TransformerLens's own patching functions, in one process.
+
+    python bench/bench_patching.py [--device cpu|cuda] [--skip-long] [--memory]
+
+Prints, per model: the head sweep (layer x head, all positions) against
+``get_act_patch_attn_head_out_all_pos`` and the block sweep (resid_pre / attn_out / mlp_out by
+layer x position) against ``get_act_patch_block_every``, their ratios, and the largest difference
+between the two (they must agree within 1e-4). ``--memory`` runs a 1024-token prompt on a 12-layer
+model in a child process and reports its peak memory with the default 512 MiB chunk budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from engine.host import load_host  # noqa: E402
+from engine.jobs import Context  # noqa: E402
+from engine.model_sources import BUNDLED_DIR, ModelSpec  # noqa: E402
+from engine.patching import Metric, PromptPair, SweepRequest, prepare_pairs, run_sweep  # noqa: E402
+
+WORDS = " the cat sat on a mat and then the dog ran to the park with John and Mary".split()
+
+
+def pair_of_length(host, n_tokens: int) -> PromptPair:
+    """A clean/corrupted pair of exactly ``n_tokens`` tokens (BOS included) for any tokenizer."""
+    def count(text: str) -> int:
+        return int(host.model.to_tokens(text).shape[-1])
+
+    lo, hi = 1, 4 * n_tokens  # most words are at least one token: bisect the word count
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(" ".join(WORDS[i % len(WORDS)] for i in range(mid))) <= n_tokens - 1:
+            lo = mid
+        else:
+            hi = mid - 1
+    text = " ".join(WORDS[i % len(WORDS)] for i in range(lo))
+    while count(text) < n_tokens - 1:
+        text += "."
+    clean, corrupted = text + " John", text + " Mary"
+    if count(clean) != count(corrupted) or count(clean) != n_tokens:
+        clean, corrupted = text[:-1] + "." if text.endswith(".") else text, text
+    answers = [t for t in (" Mary", " John", " the", " a") if
+               host.model.to_tokens(t, prepend_bos=False).shape[-1] == 1]
+    return PromptPair(clean, corrupted, answers[0], answers[1])
+
+
+REPEATS = [1]  # set from --repeats: the best of N runs, for both sides alike
+
+
+def timed(fn, repeats: int | None = None):
+    """(result, best wall time of ``repeats`` runs): the machine may be shared and noisy."""
+    best, out = float("inf"), None
+    for _ in range(repeats or REPEATS[0]):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+@torch.inference_mode()
+def bench_model(host, label: str, n_tokens: int, skip_long: bool,
+                max_tl_forwards: int = 300) -> None:
+    from transformer_lens import patching as tlp
+
+    pair = pair_of_length(host, n_tokens)
+    pb = prepare_pairs(host, (pair,))
+    metric = Metric("logit_diff_norm", pb)
+    rows = torch.arange(1, device=host.device)
+    model = host.model
+    clean_logits, clean_cache = model.run_with_cache(pb.clean)
+    corr_logits = model(pb.corrupted)
+    metric.set_baselines(clean_logits[rows, pb.positions], corr_logits[rows, pb.positions])
+    fn = metric.full_logits_fn()
+    n = int(pb.clean.shape[-1])
+    print(f"\n== {label}: {host.info.n_layers}L x {host.info.n_heads}H, d_model "
+          f"{host.info.d_model}, {n} tokens, {host.device} ==")
+    # Warm up both paths once (allocator, lazy init).
+    run_sweep(host, SweepRequest((pair,), "head_out"), Context())
+
+    ours, t_ours = timed(lambda: run_sweep(host, SweepRequest((pair,), "head_out"), Context()))
+    ref, t_tl = timed(lambda: tlp.get_act_patch_attn_head_out_all_pos(model, pb.corrupted,
+                                                                       clean_cache, fn))
+    diff = float((torch.as_tensor(ours.values) - ref.cpu()).abs().max())
+    print(f"head sweep (layer x head, all pos): ours {t_ours:.2f}s ({ours.chunk_size} variants "
+          f"per forward)  TL {t_tl:.2f}s  ratio {t_tl / t_ours:.1f}x  max|diff| {diff:.1e}")
+
+    def block():
+        return run_sweep(host, SweepRequest((pair,), "block"), Context()).values
+
+    ours_b, t_ours_b = timed(block)
+    n_tl_forwards = 3 * host.info.n_layers * n
+    if skip_long or n_tl_forwards > max_tl_forwards:
+        per = t_tl / (host.info.n_layers * host.info.n_heads)
+        est = per * 3 * host.info.n_layers * n
+        print(f"block sweep (3 x layer x pos): ours {t_ours_b:.2f}s  TL not run ({n_tl_forwards} forwards > "
+              f"--tl-block-max-forwards), "
+              f"estimated {est:.1f}s from TL's per-forward time  ratio ~{est / t_ours_b:.1f}x")
+        return
+    ref_b, t_tl_b = timed(lambda: tlp.get_act_patch_block_every(model, pb.corrupted,
+                                                                clean_cache, fn))
+    diff_b = float((torch.as_tensor(ours_b) - ref_b.cpu()).abs().max())
+    print(f"block sweep (3 x layer x pos): ours {t_ours_b:.2f}s  TL {t_tl_b:.2f}s  ratio "
+          f"{t_tl_b / t_ours_b:.1f}x  max|diff| {diff_b:.1e}")
+
+
+def memory_child(folder: str, device: str) -> None:
+    """Run in a fresh process: sweeps on a 1024-token prompt; print peak memory as JSON."""
+    host = load_host(ModelSpec("folder", folder, device))
+    pair = pair_of_length(host, 1024)
+    out = {}
+    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731 (MiB)
+    out["rss_after_load_mib"] = round(rss(), 1)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with torch.inference_mode():  # the yardstick: one plain forward of the 1024-token prompt
+        host.model(host.model.to_tokens(pair.clean))
+    out["peak_after_one_plain_forward_mib"] = round(rss(), 1)
+    if device == "cuda":
+        out["cuda_peak_one_forward_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+
+    class StopAfter(Context):  # full sweeps at 1024 tokens take long on a CPU: sample 3 chunks
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+
+        def progress(self, fraction, message=""):
+            if message.startswith("Patched"):
+                self.n += 1
+                if self.n >= 3:
+                    self.cancel()
+
+    for kind in ("head_out", "resid_pre"):
+        t0 = time.perf_counter()
+        ctx = StopAfter()
+        try:
+            r = run_sweep(host, SweepRequest((pair,), kind), ctx)
+            out[kind] = f"complete, {r.chunk_size} variants per chunk"
+        except Exception as exc:  # noqa: BLE001 - the planned cancel
+            out[kind] = f"stopped after 3 chunks ({type(exc).__name__})"
+        out[kind + "_s"] = round(time.perf_counter() - t0, 2)
+    out["peak_after_sweeps_mib"] = round(rss(), 1)
+    if device == "cuda":
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    print("MEMORY " + json.dumps(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip-long", action="store_true", help="don't run TL's block sweep")
+    ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="best of N, both sides (bundled)")
+    ap.add_argument("--repeats-big", type=int, default=1, help="best of N on the 12-layer model")
+    ap.add_argument("--only", choices=["bundled", "big"], default=None)
+    ap.add_argument("--tl-block-max-forwards", type=int, default=300,
+                    help="estimate TL's block sweep from its per-forward time above this")
+    ap.add_argument("--memory-child", default="")
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.device)
+        return
+    from tests.model_fixtures import make_gpt2_folder
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_patching_"))
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; times are the best of "
+          f"{args.repeats} runs (bundled) / {args.repeats_big} (12-layer), for both sides")
+    REPEATS[0] = args.repeats
+    if args.only == "big":
+        pass
+    elif (BUNDLED_DIR / "config.json").is_file():
+        bench_model(load_host(ModelSpec("bundled", device=args.device)), "bundled model", 20,
+                    args.skip_long, args.tl_block_max_forwards)
+    else:
+        print(f"\n(bundled model not built at {BUNDLED_DIR}: skipped)")
+    if args.only == "bundled":
+        return
+    REPEATS[0] = args.repeats_big
+    big = make_gpt2_folder(tmp / "gpt2_12L", 12, 12, 768, 1024, 0)
+    bench_model(load_host(ModelSpec("folder", str(big), args.device)),
+                "random GPT-2 12L", 20, args.skip_long, args.tl_block_max_forwards)
+    if args.memory:
+        res = subprocess.run([sys.executable, __file__, "--memory-child", str(big),
+                              "--device", args.device], capture_output=True, text=True)
+        line = [x for x in res.stdout.splitlines() if x.startswith("MEMORY ")]
+        print("\n== 1024-token prompt, 12 layers, 512 MiB chunk budget ==")
+        print(line[0][7:] if line else res.stdout[-2000:] + res.stderr[-2000:])
+
+
+if __name__ == "__main__":
+    main()

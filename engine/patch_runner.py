@@ -1,0 +1,231 @@
+"""Many patched runs in one forward pass, each starting at its earliest patched layer.
+
+A *variant* is one patched run: a set of patches (hook name, layer, selector, source). A chunk of
+variants is stacked along the batch axis (variant-major, pair index fastest); each hook replaces
+its activation with ``torch.where(mask, source, activation)`` where the mask says which variants
+patch which entries. The forward starts at the chunk's earliest patched layer: the base run's cached
+``resid_pre`` of that layer is fed straight into the bridge's blocks (nothing below that layer can
+change). That shortcut is checked once per runner against the full forward; if a model's blocks
+cannot be called on their own exactly, every chunk runs the whole model instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from engine.jobs import JobContext
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: int  # where the variant's value goes in the caller's output
+    patches: tuple  # ((hook_name, layer, selector tuple over the non-batch dims, [source]), ...)
+
+
+def chunked(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), max(1, size)):
+        yield items[i:i + size]
+
+
+def _is_cache(obj) -> bool:
+    return type(obj).__name__.endswith("Cache")
+
+
+def _expand(obj, n_pairs: int, times: int):
+    """Repeat batch-shaped tensors in a block's captured arguments for a stacked chunk."""
+    if isinstance(obj, torch.Tensor):
+        if times > 1 and obj.ndim >= 2 and obj.shape[0] == n_pairs and n_pairs > 1:
+            return obj.repeat(times, *([1] * (obj.ndim - 1)))
+        return obj
+    if isinstance(obj, tuple):
+        return tuple(_expand(o, n_pairs, times) for o in obj)
+    if isinstance(obj, list):
+        return [_expand(o, n_pairs, times) for o in obj]
+    return obj
+
+
+class PatchRunner:
+    """Caches of the base and source runs, and the stacked patched forward."""
+
+    def __init__(self, host, pairs, direction: str, hook_names: Iterable[str], metric,
+                 ctx: JobContext, start_at_layer: bool = True, extra_sources: dict | None = None):
+        if direction not in ("denoise", "noise"):
+            raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}")
+        self.model = model = host.model
+        self.ctx = ctx
+        self.pairs = pairs
+        self.metric = metric
+        self.n_layers = int(model.cfg.n_layers)
+        self.n_pairs, self.n_pos = (int(s) for s in pairs.clean.shape)
+        base_toks, src_toks = ((pairs.corrupted, pairs.clean) if direction == "denoise"
+                               else (pairs.clean, pairs.corrupted))
+        self.base_tokens = base_toks
+        self.names = names = set(hook_names)
+        resid = {f"blocks.{layer}.hook_resid_pre" for layer in range(self.n_layers)}
+        src_logits, src_cache = model.run_with_cache(src_toks, names_filter=lambda n: n in names)
+        ctx.check_cancelled()
+        captured: dict = {}
+
+        def grab(module, args, kwargs):
+            captured["args"], captured["kwargs"] = args, kwargs
+
+        handle = model.blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            base_logits, base_cache = model.run_with_cache(
+                base_toks, names_filter=lambda n: n in names or n in resid)
+        finally:
+            handle.remove()
+        ctx.check_cancelled()
+        self.sources = {"source": {n: src_cache[n] for n in names}}
+        for key, values in (extra_sources or {}).items():
+            self.sources[key] = values
+        self.base = {n: base_cache[n] for n in names | resid}
+        args = tuple(None if _is_cache(a) else a for a in captured.get("args", ())[1:])
+        kwargs = {k: (None if _is_cache(v) else v) for k, v in captured.get("kwargs", {}).items()}
+        if "use_cache" in kwargs:
+            kwargs["use_cache"] = False
+        self._block_args, self._block_kwargs = args, kwargs
+        rows = torch.arange(self.n_pairs, device=base_toks.device)
+        self._pos = pairs.positions
+        clean_final, corr_final = ((src_logits, base_logits) if direction == "denoise"
+                                   else (base_logits, src_logits))
+        metric.set_baselines(clean_final[rows, self._pos], corr_final[rows, self._pos])
+        self.base_final = base_logits[rows, self._pos]
+        known = host.__dict__.setdefault("_patching_blocks_exact", {})
+        key = (self.n_pos, self.n_pairs)
+        if start_at_layer and key not in known:
+            known[key] = self._blocks_are_exact()
+        self.start_at_layer = start_at_layer and known[key]
+        self.forwards = 0
+
+    # -- sizes ------------------------------------------------------------------------------------
+    def act_size(self, name: str, dim: int) -> int:
+        return int(self.base[name].shape[1 + dim])
+
+    def chunk_size(self, budget_mb: int, max_tokens: int) -> int:
+        """Variants per forward so one chunk's activations stay within the memory budget."""
+        cfg = self.model.cfg
+        t, b = self.n_pos, self.n_pairs
+        el = torch.finfo(self.base_final.dtype).bits // 8
+        d_mlp = int(getattr(cfg, "d_mlp", 0) or 4 * cfg.d_model)
+        per_variant = el * b * (t * (16 * cfg.d_model + 3 * d_mlp) + 8 * cfg.n_heads * t * t)
+        by_memory = int(budget_mb * 2**20 // max(per_variant, 1))
+        by_tokens = max_tokens // max(b * t, 1)
+        return max(1, min(by_memory, by_tokens, 1024))
+
+    # -- running ----------------------------------------------------------------------------------
+    def _blocks_are_exact(self) -> bool:
+        """Does running the blocks from cached resid_pre reproduce the full forward's logits?"""
+        try:
+            # Two variants test the batch expansion of the blocks' arguments; with one pair
+            # there is nothing to expand and one variant keeps a long prompt's check small.
+            n = 2 if self.n_pairs > 1 else 1
+            out = self._forward_from([0] * n, [])
+        except Exception:  # noqa: BLE001 - any failure means: use the full forward
+            return False
+        want = self.base_final.repeat(n, 1).float()
+        tol = 1e-4 * max(1.0, float(want.abs().max()))
+        return bool(torch.isfinite(out).all()) and float((out.float() - want).abs().max()) <= tol
+
+    def _forward_from(self, starts: list[int], hooks: list) -> torch.Tensor:
+        """Final-position logits [V * B, vocab] of stacked variants sorted by start layer.
+
+        A staircase: a variant joins the batch at its own start layer with the base run's cached
+        ``resid_pre`` there, so each block runs only the variants that can differ from the base.
+        """
+        model, b = self.model, self.n_pairs
+        x = None
+        with model.hooks(fwd_hooks=hooks):
+            for layer in range(starts[0], self.n_layers):
+                self.ctx.check_cancelled()
+                n_new = sum(1 for s in starts if s == layer)
+                if n_new:
+                    fresh = self.base[f"blocks.{layer}.hook_resid_pre"].repeat(n_new, 1, 1)
+                    x = fresh if x is None else torch.cat([x, fresh])
+                n_var = x.shape[0] // b
+                args = _expand(self._block_args, b, n_var)
+                kwargs = {k: _expand(v, b, n_var) for k, v in self._block_kwargs.items()}
+                out = model.blocks[layer](x, *args, **kwargs)
+                x = out[0] if isinstance(out, tuple) else out
+        rows = torch.arange(x.shape[0], device=x.device)
+        x = x[rows, self._pos.repeat(len(starts))][:, None, :]
+        return model.unembed(model.ln_final(x))[:, 0, :]
+
+    def _forward_full(self, n_variants: int, hooks: list) -> torch.Tensor:
+        toks = self.base_tokens.repeat(n_variants, 1)
+        with self.model.hooks(fwd_hooks=hooks):
+            logits = self.model(toks, return_type="logits")
+        rows = torch.arange(toks.shape[0], device=toks.device)
+        return logits[rows, self._pos.repeat(n_variants)]
+
+    def _hooks(self, group: list[Variant], active: dict[int, int] | None) -> list:
+        """One hook per (hook name, source) with a [V, 1, ...] mask of what each variant patches.
+
+        ``active[layer]`` is how many variants are in the batch at that layer (staircase), or
+        None when every variant runs every layer.
+        """
+        by_name: dict[tuple[str, str], list[tuple[int, tuple]]] = {}
+        layers: dict[str, int] = {}
+        for v_idx, variant in enumerate(group):
+            for patch in variant.patches:
+                name, layer, sel = patch[:3]
+                source = patch[3] if len(patch) > 3 else "source"
+                by_name.setdefault((name, source), []).append((v_idx, sel))
+                layers[name] = layer
+        hooks = []
+        for (name, source), entries in by_name.items():
+            n_var = len(group) if active is None else active[layers[name]]
+            shape = self.base[name].shape[1:]
+            reduced = [all(_full(sel[d]) for _, sel in entries) for d in range(len(shape))]
+            dims = [1 if r else int(s) for r, s in zip(reduced, shape, strict=True)]
+            mask = torch.zeros([n_var, 1, *dims], dtype=torch.bool, device=self.base_final.device)
+            for v_idx, sel in entries:
+                m = torch.ones([1] * len(dims), dtype=torch.bool, device=mask.device)
+                for d, size in enumerate(dims):
+                    axis = torch.zeros(size, dtype=torch.bool, device=mask.device)
+                    axis[slice(None) if reduced[d] else sel[d]] = True
+                    m = m & axis.reshape([size if i == d else 1 for i in range(len(dims))])
+                mask[v_idx, 0] |= m
+            values = self.sources[source][name]
+            hooks.append((name, _where_hook(mask, values, self.n_pairs)))
+        return hooks
+
+    def run(self, group: list[Variant]) -> torch.Tensor:
+        """The metric [V] for each variant of ``group``, in order."""
+        self.ctx.check_cancelled()
+        starts = [min((p[1] for p in v.patches), default=self.n_layers) for v in group]
+        self.forwards += 1
+        # Embedding patches (layer -1) or unpatched variants need the whole model.
+        if self.start_at_layer and min(starts) >= 0 and max(starts) < self.n_layers:
+            order = sorted(range(len(group)), key=lambda i: starts[i])
+            ordered = [group[i] for i in order]
+            s_sorted = [starts[i] for i in order]
+            active = {layer: sum(1 for s in s_sorted if s <= layer)
+                      for layer in range(self.n_layers)}
+            values = self.metric(self._forward_from(s_sorted, self._hooks(ordered, active)))
+            out = torch.empty_like(values)
+            out[torch.tensor(order, device=values.device)] = values
+            return out
+        return self.metric(self._forward_full(len(group), self._hooks(group, None)))
+
+
+def _full(sel) -> bool:
+    return isinstance(sel, slice) and sel == slice(None)
+
+
+def _where_hook(mask: torch.Tensor, values: torch.Tensor, n_pairs: int):
+    """Replace masked entries of the stacked activation [V*B, ...] with ``values`` [B or 1, ...]."""
+    src = values.unsqueeze(0)
+
+    def hook(act, hook=None):
+        # In place, like TransformerLens's patch setters: some bridge hook points (resid_mid) hand
+        # out a tensor the block keeps using after the hook, so only an in-place write patches
+        # every use of it.
+        stacked = act.reshape(mask.shape[0], -1, *act.shape[1:])
+        act.copy_(torch.where(mask, src.to(act.dtype), stacked).reshape(act.shape))
+        return act
+
+    return hook

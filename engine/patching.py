@@ -1,0 +1,249 @@
+"""Activation patching: prompt pairs, the metric, and batched exact sweeps.
+
+A sweep patches one component at a time (e.g. head 3.2's output at every position) from a
+*source* run into a *base* run and measures the metric. TransformerLens's ``patching.get_act_patch_*``
+run one full forward per cell; here many cells run in one forward (the patched variants stacked on
+the batch axis, each with its own patch, see ``engine.patch_runner``), and every forward starts at
+the earliest patched layer from the cached residual stream. ``tests/engine/test_patching.py``
+proves the numbers equal TransformerLens's within 1e-4.
+
+Direction: *denoise* patches clean activations into the corrupted run (TransformerLens's
+convention); *noise* patches corrupted activations into the clean run. The normalised metric is
+``(LD - LD_corrupted) / (LD_clean - LD_corrupted)``: corrupted = 0, clean = 1, either way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from engine.errors import InputError
+from engine.jobs import JobContext
+from engine.patch_pairs import PairBatch, PromptPair, align_message, prepare_pairs  # noqa: F401
+from engine.patch_runner import PatchRunner, Variant, chunked
+
+METRICS = {
+    "logit_diff_norm": "Logit difference, normalised (corrupted = 0, clean = 1)",
+    "logit_diff": "Logit difference (answer − counterfactual)",
+    "prob": "Probability of the answer",
+    "loss": "Loss on the answer (−log p)",
+}
+
+# kind -> (hook name template, axes of the result, layout of the activation after the batch axis)
+SWEEPS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "resid_pre": ("blocks.{}.hook_resid_pre", ("layer", "pos"), ("pos", "d")),
+    "resid_mid": ("blocks.{}.hook_resid_mid", ("layer", "pos"), ("pos", "d")),
+    "attn_out": ("blocks.{}.hook_attn_out", ("layer", "pos"), ("pos", "d")),
+    "mlp_out": ("blocks.{}.hook_mlp_out", ("layer", "pos"), ("pos", "d")),
+    "head_out": ("blocks.{}.attn.hook_z", ("layer", "head"), ("pos", "head", "d")),
+    "head_out_by_pos": ("blocks.{}.attn.hook_z", ("layer", "pos", "head"), ("pos", "head", "d")),
+    "head_q": ("blocks.{}.attn.hook_q", ("layer", "head"), ("pos", "head", "d")),
+    "head_k": ("blocks.{}.attn.hook_k", ("layer", "head"), ("pos", "head", "d")),
+    "head_v": ("blocks.{}.attn.hook_v", ("layer", "head"), ("pos", "head", "d")),
+    "head_pattern": ("blocks.{}.attn.hook_pattern", ("layer", "head"), ("head", "pos", "k")),
+}
+# Several sweeps sharing one pair of cached runs; the result gets a leading "component" axis
+# (TransformerLens's get_act_patch_block_every / get_act_patch_attn_head_all_pos_every).
+COMPOSITE = {
+    "block": ("resid_pre", "attn_out", "mlp_out"),
+    "head_every": ("head_out", "head_q", "head_k", "head_v", "head_pattern"),
+}
+SWEEP_LABELS = {
+    "block": "Block sweep: resid_pre, attn_out and mlp_out by layer × position",
+    "resid_pre": "Residual stream (resid_pre) by layer × position",
+    "resid_mid": "Residual stream (resid_mid) by layer × position",
+    "attn_out": "Attention output by layer × position",
+    "mlp_out": "MLP output by layer × position",
+    "head_out": "Head outputs (z) by layer × head, all positions",
+    "head_out_by_pos": "Head outputs (z) by layer × head × position",
+    "head_q": "Head queries by layer × head",
+    "head_k": "Head keys by layer × head",
+    "head_v": "Head values by layer × head",
+    "head_pattern": "Head attention patterns by layer × head",
+    "head_every": "Head out, q, k, v and pattern by layer × head",
+}
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    pairs: tuple[PromptPair, ...]
+    kind: str = "head_out"
+    metric: str = "logit_diff_norm"
+    direction: str = "denoise"  # or "noise"
+    prepend_bos: bool = True
+    memory_budget_mb: int = 512
+    max_tokens_per_chunk: int = 4096
+    start_at_layer: bool = True  # False: every variant runs the whole model (for benchmarks)
+    only: tuple[int, ...] = ()  # flat cell indices to compute (e.g. verify top-k); () = all
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    kind: str
+    metric: str
+    direction: str
+    axes: tuple[str, ...]
+    values: np.ndarray  # float32, NaN where not computed yet
+    done: int
+    total: int
+    clean_value: float
+    corrupted_value: float
+    clean_tokens: tuple[str, ...]
+    corrupted_tokens: tuple[str, ...]
+    seconds: float = 0.0
+    chunk_size: int = 0
+    complete: bool = False
+    labels: dict = field(default_factory=dict)
+
+
+class Metric:
+    """Per-example scores from the logits at the target positions, averaged over the pairs."""
+
+    def __init__(self, name: str, pairs: PairBatch) -> None:
+        if name not in METRICS:
+            raise InputError(f"Unknown metric {name!r}.", "Use one of " + ", ".join(METRICS))
+        self.name = name
+        self.pairs = pairs
+        self.lo, self.hi = 0.0, 1.0
+
+    def per_example(self, final_logits: torch.Tensor) -> torch.Tensor:
+        """final_logits [N, vocab] with N = variants × pairs (pair index fastest) -> [N]."""
+        b = len(self.pairs.positions)
+        ans = self.pairs.answer.repeat(final_logits.shape[0] // b)
+        logits = final_logits.float()
+        if self.name in ("prob", "loss"):
+            lp = torch.log_softmax(logits, dim=-1).gather(-1, ans[:, None])[:, 0]
+            return lp.exp() if self.name == "prob" else -lp
+        value = logits.gather(-1, ans[:, None])[:, 0]
+        if self.pairs.counterfactual is not None:
+            cf = self.pairs.counterfactual.repeat(final_logits.shape[0] // b)
+            value = value - logits.gather(-1, cf[:, None])[:, 0]
+        return value
+
+    def raw(self, final_logits: torch.Tensor) -> torch.Tensor:
+        """[V * B, vocab] -> the metric averaged over pairs, [V], before normalising."""
+        b = len(self.pairs.positions)
+        return self.per_example(final_logits).reshape(-1, b).mean(dim=1)
+
+    def set_baselines(self, clean_final: torch.Tensor, corrupted_final: torch.Tensor) -> None:
+        self.hi = float(self.raw(clean_final)[0])
+        self.lo = float(self.raw(corrupted_final)[0])
+        if self.name == "logit_diff_norm" and abs(self.hi - self.lo) < 1e-6:
+            raise InputError("The clean and corrupted prompts give the same logit difference "
+                             f"({self.hi:.4g}), so the normalised metric is undefined.",
+                             "Pick prompts that change the answer, or use the raw logit "
+                             "difference metric.")
+
+    def __call__(self, final_logits: torch.Tensor) -> torch.Tensor:
+        raw = self.raw(final_logits)
+        if self.name == "logit_diff_norm":
+            return (raw - self.lo) / (self.hi - self.lo)
+        return raw
+
+    def baseline_values(self) -> tuple[float, float]:
+        """(clean, corrupted) in the metric's units."""
+        if self.name == "logit_diff_norm":
+            return 1.0, 0.0
+        return self.hi, self.lo
+
+    def full_logits_fn(self):
+        """The same metric on full [batch, pos, vocab] logits, for TransformerLens's functions."""
+        positions = self.pairs.positions
+
+        def fn(logits: torch.Tensor) -> torch.Tensor:
+            at = logits[torch.arange(logits.shape[0], device=logits.device), positions]
+            return self(at)[0]
+
+        return fn
+
+
+def sweep_variants(runner: PatchRunner, kind: str) -> tuple[list[Variant], tuple[int, ...]]:
+    template, axes, layout = SWEEPS[kind]
+    sizes = {"layer": runner.n_layers, "pos": runner.n_pos,
+             "head": runner.act_size(template.format(0), layout.index("head"))
+             if "head" in layout else 0}
+    shape = tuple(sizes[a] for a in axes)
+    variants = []
+    for flat, idx in enumerate(np.ndindex(*shape)):
+        where = dict(zip(axes, idx, strict=True))
+        sel = tuple(where.get(dim, slice(None)) if dim in ("pos", "head") else slice(None)
+                    for dim in layout)
+        variants.append(Variant(flat, ((template.format(where["layer"]), where["layer"], sel),)))
+    return variants, shape
+
+
+def _parts(kind: str) -> tuple[str, ...]:
+    if kind in COMPOSITE:
+        return COMPOSITE[kind]
+    if kind not in SWEEPS:
+        raise InputError(f"Unknown sweep {kind!r}.",
+                         "Use one of " + ", ".join([*SWEEPS, *COMPOSITE]))
+    return (kind,)
+
+
+def _runner(host, request: SweepRequest, pairs, metric, names: set[str], ctx) -> PatchRunner:
+    """The base and source runs' caches, reused by the next sweep on the same pairs (one entry
+    per host): a second sweep of another kind then costs no caching forwards."""
+    key = (request.pairs, request.prepend_bos, request.direction, request.metric,
+           request.start_at_layer)
+    memo = host.__dict__.get("_patching_runner")
+    if memo is not None and memo[0] == key and names <= memo[1].names:
+        memo[1].ctx = ctx
+        return memo[1]
+    ctx.progress(0.03, "Caching the clean and corrupted runs…")
+    host.__dict__.pop("_patching_runner", None)  # free the old caches first
+    runner = PatchRunner(host, pairs, request.direction, names, metric, ctx,
+                         start_at_layer=request.start_at_layer)
+    host.__dict__["_patching_runner"] = (key, runner)
+    return runner
+
+
+@torch.inference_mode()
+def run_sweep(host, request: SweepRequest, ctx: JobContext) -> SweepResult:
+    parts = _parts(request.kind)
+    started = time.perf_counter()
+    ctx.progress(0.01, "Tokenising the prompt pairs…")
+    pairs = prepare_pairs(host, request.pairs, request.prepend_bos)
+    metric = Metric(request.metric, pairs)
+    names = {SWEEPS[part][0].format(layer) for part in parts for layer in range(host.info.n_layers)}
+    if pairs.clean.numel() <= 512:  # short prompts: cache what the other common sweeps need too
+        names |= {SWEEPS[part][0].format(layer) for part in (*COMPOSITE["block"], "head_out")
+                  for layer in range(host.info.n_layers)}
+    runner = _runner(host, request, pairs, metric, names, ctx)
+    metric = runner.metric
+    variants, shape, offset = [], None, 0
+    for part in parts:
+        part_variants, shape = sweep_variants(runner, part)
+        variants += [Variant(v.key + offset, v.patches) for v in part_variants]
+        offset += len(part_variants)
+    if request.only:
+        wanted = set(request.only)
+        variants = [v for v in variants if v.key in wanted]
+    if len(parts) > 1:
+        shape = (len(parts), *shape)
+    axes = (("component",) if len(parts) > 1 else ()) + SWEEPS[parts[0]][1]
+    values = np.full(int(np.prod(shape)), np.nan, dtype=np.float32)
+    chunk = runner.chunk_size(request.memory_budget_mb, request.max_tokens_per_chunk)
+    clean_v, corr_v = metric.baseline_values()
+
+    def result(done: int, complete: bool) -> SweepResult:
+        return SweepResult(request.kind, request.metric, request.direction, axes,
+                           values.reshape(shape).copy(), done, len(variants), clean_v, corr_v,
+                           tuple(pairs.clean_str[0]), tuple(pairs.corrupted_str[0]),
+                           time.perf_counter() - started, chunk, complete,
+                           {"components": parts})
+
+    done, last_partial = 0, time.perf_counter()
+    for group in chunked(variants, chunk):
+        ctx.check_cancelled()
+        out = runner.run(group)
+        values[[v.key for v in group]] = out.cpu().numpy()
+        done += len(group)
+        ctx.progress(0.05 + 0.95 * done / len(variants), f"Patched {done}/{len(variants)}")
+        if time.perf_counter() - last_partial > 0.25 and done < len(variants):
+            ctx.partial(result(done, False))
+            last_partial = time.perf_counter()
+    return result(done, True)

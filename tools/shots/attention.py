@@ -1,0 +1,114 @@
+"""Render the Attention panel on the bundled model and save the README screenshot.
+
+    QT_QPA_PLATFORM=offscreen python -m tools.shots.attention [--model FOLDER] [--out DIR]
+
+Runs a repeated sentence in the real main window, focuses the head with the strongest induction
+stripe (attention from a repeated token to the token after its previous occurrence), hides the BOS
+column, and saves docs/images/attention.png (the panel) and attention_window.png (whole window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+PROMPT = ("When Mary and John went to the park, John gave a ball to Mary. "
+          "When Mary and John went to the park, John gave a ball to")
+
+
+def _wait(app, predicate, timeout_s: float = 300.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        app.processEvents()
+        if time.monotonic() > end:
+            raise TimeoutError("timed out waiting for the app")
+        time.sleep(0.01)
+
+
+def induction_scores(patterns, token_ids):
+    """Mean attention from each repeated token to the token after its previous occurrence."""
+    import numpy as np
+
+    ids = list(token_ids)
+    pairs = []
+    for q in range(1, len(ids)):
+        prev = [p for p in range(1, q) if ids[p] == ids[q]]
+        if prev and prev[-1] + 1 < q:
+            pairs.append((q, prev[-1] + 1))
+    if not pairs:
+        return np.zeros(patterns.shape[:2])
+    qs, ks = np.array(pairs).T
+    return patterns[:, :, qs, ks].mean(-1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="", help="a model folder (default: bundled organism)")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
+    parser.add_argument("--prompt", default=PROMPT)
+    args = parser.parse_args(argv)
+    import numpy as np
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+    from engine.model_sources import ModelSpec
+
+    app = QApplication.instance() or QApplication([])
+    win = MainWindow(restore_layout=False)
+    win.resize(1500, 1050)
+    win.show()
+    loaded, errors = [], []
+    win.controller.model_loaded.connect(loaded.append)
+    win.controller.error.connect(lambda ch, info: errors.append(info))
+    win.load_model(ModelSpec.parse(args.model or None, device="cpu"))
+    _wait(app, lambda: loaded or errors)
+    if errors:
+        print(errors[0].message, file=sys.stderr)
+        return 1
+    binding = next(b for b in win.bindings if b.object_name == "attentionDock")
+    panel = binding.widget
+    dock = win.docks["attentionDock"]
+    dock.show()
+    dock.raise_()
+    win.resizeDocks([dock], [720], Qt.Orientation.Vertical)
+    win.prompt_editor.edit.setPlainText(args.prompt)
+    win.prompt_editor.run_button.click()
+    _wait(app, lambda: panel.result() is not None and not win.controller.busy)
+    if panel.message.isVisible():
+        print("panel says:", panel.message.text())
+    item = panel.item()
+    scores = induction_scores(item.patterns, item.token_ids)
+    layer, head = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    layer = panel.result().layers[int(layer)]
+    print(f"{info_line(loaded[0])}\nstrongest induction head: L{layer} H{head} "
+          f"(mean attention to the token after the previous occurrence: "
+          f"{scores.max():.2f})")
+    panel.bos_check.setChecked(True)
+    win.controller.selection.set_head(int(layer), int(head))
+    panel.set_position(item.n_tokens - 1)
+    app.processEvents()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dock.grab().save(str(out / "attention.png"))
+    win.grab().save(str(out / "attention_window.png"))
+    print(f"saved {out / 'attention.png'} and {out / 'attention_window.png'}")
+    win.close()
+    return 0
+
+
+def info_line(info) -> str:
+    return info.summary() if hasattr(info, "summary") else str(info)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Render the Layer attribution panel on the bundled model and save the README screenshots.
+
+    QT_QPA_PLATFORM=offscreen python -m tools.shots.attribution [--model FOLDER] [--out DIR]
+
+Runs "The Eiffel Tower is in" with target " Paris" and saves docs/images/attribution.png (logit
+lens tab) plus attribution_components.png and attribution_heads.png; then an IOI batch
+(" Mary" − " John" style pairs) as attribution_ioi_batch.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+PROMPT = "The Eiffel Tower is in"
+ANSWER = " Paris"
+
+
+def _wait(app, predicate, timeout_s: float = 300.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        app.processEvents()
+        if time.monotonic() > end:
+            raise TimeoutError("timed out waiting for the app")
+        time.sleep(0.01)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="", help="a model folder (default: bundled organism)")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
+    args = parser.parse_args(argv)
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+    from engine.model_sources import ModelSpec
+
+    app = QApplication.instance() or QApplication([])
+    win = MainWindow(restore_layout=False)
+    win.resize(1500, 1000)
+    win.show()
+    loaded = []
+    win.controller.model_loaded.connect(loaded.append)
+    errors = []
+    win.controller.error.connect(lambda ch, info: errors.append(info))
+    spec = ModelSpec.parse(args.model or None, device="cpu")
+    win.load_model(spec)
+    _wait(app, lambda: loaded or errors)
+    if errors:
+        print(errors[0].message, file=sys.stderr)
+        return 1
+    binding = next(b for b in win.bindings if b.object_name == "attributionDock")
+    panel = binding.widget
+    dock = win.docks["attributionDock"]
+    dock.raise_()
+    win.resizeDocks([dock], [620], __import__("PySide6.QtCore").QtCore.Qt.Orientation.Vertical)
+    panel.set_target(ANSWER, "", -1)
+    win.prompt_editor.edit.setPlainText(PROMPT)
+    win.prompt_editor.run_button.click()
+    _wait(app, lambda: panel.result is not None and not win.controller.busy)
+    if panel.message.isVisible():
+        print("panel says:", panel.message.text())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    r = panel.result
+    print("lens", dict(zip(r.lens_labels, r.lens_values[0].round(2).tolist(), strict=True)))
+    print("ranks", r.lens_ranks[0].tolist())
+    print(
+        "components",
+        dict(zip(r.component_labels, r.component_values[0].round(2).tolist(), strict=True)),
+    )
+    for tab, name in (
+        (0, "attribution.png"),
+        (1, "attribution_components.png"),
+        (2, "attribution_heads.png"),
+    ):
+        panel.tabs.setCurrentIndex(tab)
+        app.processEvents()
+        panel.grab().save(str(out / name))
+        print("saved", out / name)
+    win.grab().save(str(out / "attribution_window.png"))
+    # a batch of IOI prompts: mean with per-prompt spread
+    panel.batch_check.setChecked(True)
+    panel.ioi_button.click()
+    panel.set_target("", "", -1)
+    panel.run_button.click()
+    _wait(
+        app,
+        lambda: (
+            (panel.result is not None and panel.result.n_prompts > 1 and not win.controller.busy)
+            or panel.message.isVisible()
+        ),
+    )
+    if panel.message.isVisible():
+        print("IOI batch:", panel.message.text())
+    else:
+        panel.tabs.setCurrentIndex(1)
+        app.processEvents()
+        panel.grab().save(str(out / "attribution_ioi_batch.png"))
+        print("saved", out / "attribution_ioi_batch.png")
+    win.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""Render the Activation patching panel on the bundled model and save the README screenshot.
+
+    QT_QPA_PLATFORM=offscreen python -m tools.shots.patching [--model FOLDER] [--out DIR]
+
+Two IOI pairs (the organism is trained on indirect-object sentences), a head sweep (layer x head,
+all positions) and a block sweep, a patch plan with the sweep's strongest head and an MLP output,
+run together and alone. Saves docs/images/patching.png (and patching_block.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+PAIRS = [
+    ("When John and Mary went to the store, John gave a drink to",
+     "When John and Mary went to the store, Mary gave a drink to", " Mary", " John"),
+    ("When Anna and David went to the park, Anna gave a ball to",
+     "When Anna and David went to the park, David gave a ball to", " David", " Anna"),
+]
+
+
+def _wait(app, predicate, timeout_s: float = 600.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        app.processEvents()
+        if time.monotonic() > end:
+            raise TimeoutError("timed out waiting for the app")
+        time.sleep(0.01)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="", help="a model folder (default: bundled organism)")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
+    args = parser.parse_args(argv)
+    import numpy as np
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+    from engine.model_sources import ModelSpec
+
+    app = QApplication.instance() or QApplication([])
+    win = MainWindow(restore_layout=False)
+    win.resize(1600, 1000)
+    win.show()
+    loaded, errors = [], []
+    win.controller.model_loaded.connect(loaded.append)
+    win.controller.error.connect(lambda ch, info: errors.append(info))
+    win.load_model(ModelSpec.parse(args.model or None, device="cpu"))
+    _wait(app, lambda: loaded or errors)
+    if errors:
+        print(errors[0].message, file=sys.stderr)
+        return 1
+    binding = next(b for b in win.bindings if b.object_name == "patchingDock")
+    panel = binding.widget
+    dock = win.docks["patchingDock"]
+    dock.raise_()
+    win.resizeDocks([dock], [720], Qt.Orientation.Vertical)
+    for row, pair in enumerate(PAIRS):
+        panel.set_pair(row, *pair)
+    _wait(app, lambda: not win.controller.busy)
+    app.processEvents()
+    _wait(app, lambda: not win.controller.busy)
+    if panel.message.isVisible():
+        print("panel says:", panel.message.text())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def sweep(kind: str):
+        panel.sweep_combo.setCurrentIndex(panel.sweep_combo.findData(kind))
+        panel.run_button.click()
+        _wait(app, lambda: panel.result is not None and panel.result.kind == kind
+              and panel.result.complete and not win.controller.busy)
+        return panel.result
+
+    block = sweep("block")
+    print("block sweep", block.values.shape, f"{block.seconds:.2f}s")
+    panel.grab().save(str(out / "patching_block.png"))
+    heads = sweep("head_out")
+    layer, head = np.unravel_index(int(np.nanargmax(heads.values)), heads.values.shape)
+    print(f"head sweep {heads.seconds:.2f}s; strongest head L{layer}H{head} "
+          f"{heads.values[layer, head]:.3f}")
+    panel.plan.add_items([{"component": "z", "layer": int(layer), "index": int(head),
+                           "positions": []},
+                          {"component": "mlp_out", "layer": int(heads.values.shape[0] - 1),
+                           "index": -1, "positions": []}])
+    panel.plan.run_button.click()
+    _wait(app, lambda: panel.plan.result is not None and not win.controller.busy)
+    print("plan", dict(zip(panel.plan.result.labels, panel.plan.result.values.round(3).tolist(),
+                           strict=True)))
+    app.processEvents()
+    panel.grab().save(str(out / "patching.png"))
+    print("saved", out / "patching.png")
+    win.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

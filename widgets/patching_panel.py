@@ -1,0 +1,458 @@
+"""The activation-patching editor: prompt pairs, side-by-side tokens, sweeps streamed into a heatmap.
+
+A pure view: it reads what the user typed, shows results it is given (duck-typed numpy results),
+and emits intents. The patch plan (palette + plan list + bars) lives in widgets/patch_plan_view.py
+and is embedded below the sweep.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+from PySide6.QtCore import QEvent, QPoint, Qt, Signal
+from PySide6.QtGui import QDrag
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from widgets.component_palette import ComponentPalette, component_mime
+from widgets.heatmap import HeatmapView
+from widgets.patch_pairs_view import PairsEditor
+from widgets.patch_plan_view import PlanView
+from widgets.token_strip import visible
+
+METRICS = [("logit_diff_norm", "Logit diff, normalised (corrupted 0, clean 1)"),
+           ("logit_diff", "Logit diff (answer − counterfactual)"),
+           ("prob", "Probability of the answer"), ("loss", "Loss on the answer (−log p)")]
+SWEEPS = [("head_out", "Heads (z): layer × head, all positions"),
+          ("resid_pre", "Residual stream: layer × position"),
+          ("attn_out", "Attention out: layer × position"),
+          ("mlp_out", "MLP out: layer × position"),
+          ("block", "Block: resid_pre / attn_out / mlp_out × layer × position"),
+          ("head_out_by_pos", "Heads (z): layer × head × position"),
+          ("head_q", "Head queries: layer × head"), ("head_k", "Head keys: layer × head"),
+          ("head_v", "Head values: layer × head"), ("head_pattern", "Head patterns: layer × head"),
+          ("resid_mid", "Residual stream (mid): layer × position")]
+ROW_SHORT = {"resid_pre": "resid", "attn_out": "attn", "mlp_out": "mlp", "head_out": "z",
+             "head_q": "q", "head_k": "k", "head_v": "v", "head_pattern": "patt"}
+SHORT = {"logit_diff_norm": "normalised logit diff", "logit_diff": "logit diff",
+         "prob": "p(answer)", "loss": "loss"}
+SWEEP_COMPONENT = {"head_out": "z", "head_out_by_pos": "z", "head_q": "q", "head_k": "k",
+                   "head_v": "v", "head_pattern": "pattern", "path": "z"}
+
+
+def cell_grid(axes: tuple[str, ...], shape: tuple[int, ...]) -> tuple[list[tuple], str]:
+    """Rows of the heatmap as index tuples over every axis but the column axis, and that axis."""
+    col_axis = "pos" if "pos" in axes else "head"
+    row_axes = [i for i, a in enumerate(axes) if a != col_axis]
+    rows = list(np.ndindex(*[shape[i] for i in row_axes]))
+    return rows, col_axis
+
+
+class PatchingPanel(QWidget):
+    """Clean/corrupted pairs, metric, sweep controls, progress and the sweep heatmap."""
+
+    sig_pairs_edited = Signal()
+    sig_run_sweep = Signal(str)  # sweep kind
+    sig_cancel = Signal()
+    sig_cell_clicked = Signal(object)  # {"layer": l, "head": h, "pos": p, "component": c}
+    sig_estimate = Signal(str)  # sweep kind: attribution patching (one forward + backward)
+    sig_verify = Signal(str, object)  # sweep kind, flat cell indices to patch exactly
+    sig_path_patch = Signal(int, int, str)  # sender layer, sender head, receiver input q/k/v
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.pairs_editor = PairsEditor()
+        self.pairs_editor.sig_edited.connect(self.sig_pairs_edited)
+        self.pairs_editor.pairs_table.currentCellChanged.connect(
+            lambda *_: self.pairs_editor.show_alignment(self._check))
+        self.pairs_table = self.pairs_editor.pairs_table
+        self.alignment = self.pairs_editor.alignment
+        self.message = QLabel("")
+        self.message.setObjectName("patchingMessage")
+        self.message.setStyleSheet("color: #b00020;")
+        self.message.setWordWrap(True)
+        self.message.hide()
+        self.metric_combo = QComboBox()
+        for key, label in METRICS:
+            self.metric_combo.addItem(label, key)
+        self.metric_combo.setToolTip("What a patched run is scored by, at the answer position.")
+        self.direction_combo = QComboBox()
+        self.direction_combo.addItem("Denoise: clean → corrupted run", "denoise")
+        self.direction_combo.addItem("Noise: corrupted → clean run", "noise")
+        self.direction_combo.setToolTip("Denoising patches clean activations into the corrupted "
+                                        "run (what restores the answer); noising patches "
+                                        "corrupted activations into the clean run (what breaks it).")
+        self.sweep_combo = QComboBox()
+        for key, label in SWEEPS:
+            self.sweep_combo.addItem(label, key)
+        self.sweep_combo.setToolTip("Which components to patch one at a time")
+        self.run_button = QPushButton("Run sweep")
+        self.run_button.setToolTip("Patch every component of the chosen kind, one at a time, "
+                                   "many per forward pass; the heatmap fills in as it runs.")
+        self.run_button.clicked.connect(lambda: self.sig_run_sweep.emit(self.sweep_kind()))
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the sweep; what has been computed stays on screen.")
+        self.cancel_button.clicked.connect(self.sig_cancel.emit)
+        self.cancel_button.setEnabled(False)
+        self.estimate_button = QPushButton("Estimate")
+        self.estimate_button.setToolTip("Attribution patching: a linear estimate of every cell "
+                                        "from one forward and one backward pass (a fast first "
+                                        "screen; compare with the exact sweep)")
+        self.estimate_button.clicked.connect(lambda: self.sig_estimate.emit(self.sweep_kind()))
+        self.top_k = QSpinBox()
+        self.top_k.setRange(1, 1000)
+        self.top_k.setValue(10)
+        self.top_k.setToolTip("How many of the estimate's strongest cells to verify exactly")
+        self.verify_button = QPushButton("Verify top-k")
+        self.verify_button.setToolTip("Patch exactly the k cells with the largest estimated "
+                                      "effect")
+        self.verify_button.setEnabled(False)
+        self.verify_button.clicked.connect(self._verify)
+        self.view_combo = QComboBox()
+        self.view_combo.addItem("Show exact patching", "exact")
+        self.view_combo.addItem("Show attribution estimate", "estimate")
+        self.view_combo.addItem("Show path patching", "path")
+        self.view_combo.setToolTip("Which result the heatmap shows")
+        self.view_combo.currentIndexChanged.connect(lambda _i: self._redraw())
+        self.path_button = QPushButton("Path patch L0H0")
+        self.path_button.setToolTip("Path patching from the sender head (click a head cell to "
+                                    "choose it) into every later head's chosen input, and "
+                                    "directly into the logits")
+        self.path_input = QComboBox()
+        for c in ("q", "k", "v"):
+            self.path_input.addItem(f"→ receivers' {c}", c)
+        self.path_button.clicked.connect(lambda: self.sig_path_patch.emit(
+            self.sender[0], self.sender[1], self.path_input.currentData()))
+        self.sender = (0, 0)
+        self.path = None
+        self.estimate = None
+        self.exact = None
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("idle")
+        self.heatmap = HeatmapView(x_label="", y_label="", colorbar_label="metric",
+                                   aspect_locked=False)
+        self.heatmap.sig_cell_clicked.connect(self._cell_clicked)
+        self.heatmap.set_tooltip_fn(self._tooltip)
+        self.summary = QLabel("Run a sweep to see which components carry the answer.")
+        self.summary.setWordWrap(True)
+        self.result = None
+        self._rows: list[tuple] = []
+        self._check = None
+
+        controls = QHBoxLayout()
+        controls.addWidget(QLabel("Metric"))
+        controls.addWidget(self.metric_combo)
+        controls.addWidget(self.direction_combo)
+        controls.addWidget(self.sweep_combo, 1)
+        controls.addWidget(self.run_button)
+        controls.addWidget(self.cancel_button)
+        controls.addWidget(self.estimate_button)
+        controls.addWidget(self.top_k)
+        controls.addWidget(self.verify_button)
+        controls.addWidget(self.view_combo)
+        controls.addWidget(self.path_button)
+        controls.addWidget(self.path_input)
+        sweep_box = QWidget()
+        sweep_lay = QVBoxLayout(sweep_box)
+        sweep_lay.setContentsMargins(0, 0, 0, 0)
+        sweep_lay.addWidget(self.progress)
+        sweep_lay.addWidget(self.heatmap, 1)
+        sweep_lay.addWidget(self.summary)
+        self.palette = ComponentPalette()
+        self.plan = PlanView()
+        editor = QSplitter()
+        editor.addWidget(self.palette)
+        editor.addWidget(self.plan)
+        plan_box = QSplitter(Qt.Orientation.Vertical)
+        plan_box.addWidget(editor)
+        plan_box.addWidget(self.plan.chart)  # the plan's bars under palette + plan list
+        self.splitter = QSplitter()
+        self.splitter.addWidget(sweep_box)
+        self.splitter.addWidget(plan_box)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.heatmap.view.setMouseEnabled(False, False)  # a drag on a cell adds it to the plan
+        self.heatmap.graphics.viewport().installEventFilter(self)
+        self._press: QPoint | None = None
+        self._sized = False
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.pairs_editor)
+        lay.addWidget(self.message)
+        lay.addLayout(controls)
+        lay.addWidget(self.splitter, 1)
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().showEvent(event)
+        if not self._sized and self.width() > 200:  # the sweep heatmap gets the larger half
+            self._sized = True
+            self.splitter.setSizes([int(self.width() * 0.5), int(self.width() * 0.5)])
+
+    # -- pairs (the editor lives in widgets/patch_pairs_view.py) ---------------------------------
+    def add_pair(self, clean: str, corrupted: str, answer: str, counterfactual: str) -> None:
+        self.pairs_editor.add_pair(clean, corrupted, answer, counterfactual)
+
+    def set_pair(self, row: int, clean: str, corrupted: str, answer: str = "",
+                 counterfactual: str = "") -> None:
+        self.pairs_editor.set_pair(row, clean, corrupted, answer, counterfactual)
+
+    def pairs(self) -> list[tuple[str, str, str, str]]:
+        return self.pairs_editor.pairs()
+
+    def metric_name(self) -> str:
+        return self.metric_combo.currentData()
+
+    def direction(self) -> str:
+        return self.direction_combo.currentData()
+
+    def sweep_kind(self) -> str:
+        return self.sweep_combo.currentData()
+
+    # -- alignment -------------------------------------------------------------------------------
+    def set_alignment(self, check) -> None:
+        """``check``: PairCheck-like (clean_tokens, corrupted_tokens, differing, message)."""
+        self._check = check
+        self.pairs_editor.show_alignment(check)
+        self.show_message(check.message)
+        self.run_button.setEnabled(not check.message)
+
+    def show_message(self, text: str) -> None:
+        self.message.setText(text)
+        self.message.setVisible(bool(text))
+
+    # -- running ---------------------------------------------------------------------------------
+    def set_busy(self, busy: bool) -> None:
+        self.cancel_button.setEnabled(busy)
+        self.run_button.setEnabled(not busy and not (self._check and self._check.message))
+        if not busy and self.progress.format().startswith("Patched"):
+            self.progress.setFormat("done")
+
+    def set_progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 1000))
+        self.progress.setFormat(f"{message}  %p%" if message else "%p%")
+
+    def set_cancelled(self) -> None:
+        self.set_busy(False)
+        done = "" if self.result is None else f" ({self.result.done}/{self.result.total} " \
+                                              "cells kept)"
+        self.progress.setFormat("cancelled" + done)
+
+    def set_sweep_result(self, result) -> None:
+        """A partial (NaN = not yet computed) or complete exact sweep result."""
+        self.exact = result
+        if self.view_combo.currentData() != "exact":
+            self.view_combo.setCurrentIndex(0)  # redraws
+        else:
+            self._draw(result)
+
+    def set_estimate(self, result) -> None:
+        """An attribution-patching estimate (same layout as a sweep)."""
+        self.estimate = result
+        self.verify_button.setEnabled(True)
+        if self.view_combo.currentData() != "estimate":
+            self.view_combo.setCurrentIndex(1)
+        else:
+            self._draw(result)
+
+    def _redraw(self) -> None:
+        shown = {"exact": self.exact, "estimate": self.estimate,
+                 "path": self.path}[self.view_combo.currentData()]
+        if shown is not None:
+            self._draw(shown)
+
+    def set_path_result(self, result) -> None:
+        """Path patching: receivers [layer, head] (NaN before the sender) + direct to logits."""
+        tokens = self.exact.clean_tokens if self.exact is not None else ()
+        corr = self.exact.corrupted_tokens if self.exact is not None else ()
+        sl, sh = result.sender
+        self.path = SimpleNamespace(
+            kind="path", metric=result.metric, axes=("layer", "head"),
+            values=np.asarray(result.receivers, dtype=np.float32),
+            done=int(np.isfinite(result.receivers).sum()),
+            total=int(np.isfinite(result.receivers).sum()), clean_value=result.clean_value,
+            corrupted_value=result.corrupted_value, clean_tokens=tokens, corrupted_tokens=corr,
+            seconds=result.seconds, chunk_size=0, complete=True,
+            labels={"path": f"L{sl}H{sh} → {result.component}",
+                    "direct": float(result.direct_to_logits)})
+        if self.view_combo.currentData() != "path":
+            self.view_combo.setCurrentIndex(2)
+        else:
+            self._draw(self.path)
+
+    def correlation(self) -> float | None:
+        """Pearson r between the estimate and the exact values on the cells both have."""
+        e, x = self.estimate, self.exact
+        if e is None or x is None or e.kind != x.kind or e.metric != x.metric:
+            return None
+        a, b = np.ravel(e.values).astype(float), np.ravel(x.values).astype(float)
+        ok = np.isfinite(a) & np.isfinite(b)
+        if ok.sum() < 2 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+            return None
+        return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+    def _verify(self) -> None:
+        if self.estimate is None:
+            return
+        flat = np.nan_to_num(np.abs(np.ravel(self.estimate.values)), nan=-1.0)
+        cells = [int(i) for i in np.argsort(-flat)[: self.top_k.value()]]
+        self.sig_verify.emit(self.estimate.kind, cells)
+
+    def _draw(self, result) -> None:
+        self.result = result
+        axes, values = tuple(result.axes), np.asarray(result.values, dtype=np.float32)
+        rows, col_axis = cell_grid(axes, values.shape)
+        self._rows = rows
+        col = axes.index(col_axis)
+        matrix = np.moveaxis(values, col, -1).reshape(len(rows), values.shape[col])
+        finite = matrix[np.isfinite(matrix)]
+        if result.metric in ("logit_diff_norm", "logit_diff"):
+            span = max(float(np.abs(finite).max()) if finite.size else 1.0, 1e-6)
+            if result.metric == "logit_diff_norm":
+                span = max(span, 1.0)
+            levels = (-span, span)
+            self.heatmap.set_colormap("CET-D1")
+        else:
+            levels = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+            self.heatmap.set_colormap("viridis")
+        row_labels = [self._row_label(axes, col_axis, r) for r in rows]
+        if col_axis == "pos":
+            col_labels = [f"{i}:{t}" for i, t in enumerate(result.clean_tokens)]
+        else:
+            col_labels = [f"H{h}" for h in range(matrix.shape[1])]
+        first = self.heatmap.image.image is None or self.heatmap._shape != matrix.shape
+        self.heatmap.set_matrix(matrix, levels, row_labels=row_labels, col_labels=col_labels,
+                                reset_view=first)
+        metric_label = dict(METRICS).get(result.metric, result.metric)
+        self.heatmap.set_colorbar_label(SHORT.get(result.metric, result.metric))
+        self.heatmap.plot.setLabel("bottom", "position (clean token)" if col_axis == "pos"
+                                   else "head")
+        self.heatmap.plot.setLabel("left", "layer" if len(axes) == 2 else " × ".join(
+            a for a in axes if a != col_axis))
+        state = "done" if result.complete else f"{result.done}/{result.total} cells so far"
+        how = (f"attribution estimate (linear), {result.seconds:.2f} s"
+               if (result.labels or {}).get("estimate") else
+               f"exact, {result.seconds:.2f} s, {result.chunk_size} patched runs per forward")
+        r = self.correlation()
+        corr = "" if r is None else f" Estimate vs exact: r = {r:.3f}."
+        if result.kind == "path":
+            sl_sh = result.labels["path"]
+            self.summary.setText(
+                f"Path patching {sl_sh} of later heads (grey: not after the sender), "
+                f"{result.seconds:.2f} s. Sender → logits directly: "
+                f"{result.labels['direct']:.3f}. {metric_label}: clean "
+                f"{result.clean_value:.3f}, corrupted {result.corrupted_value:.3f}.")
+            return
+        self.summary.setText(
+            f"{dict(SWEEPS).get(result.kind, result.kind)} — {state}; {how}. {metric_label}: "
+            f"clean {result.clean_value:.3f}, corrupted {result.corrupted_value:.3f}.{corr}")
+
+    def _row_label(self, axes, col_axis, row: tuple) -> str:
+        names = [a for a in axes if a != col_axis]
+        parts = []
+        comps = (self.result.labels or {}).get("components", ())
+        for name, i in zip(names, row, strict=True):
+            if name == "component":
+                comp = str(comps[i]) if i < len(comps) else str(i)
+                parts.append(ROW_SHORT.get(comp, comp))
+            elif name == "layer":
+                parts.append(f"L{i}")
+            elif name == "head":
+                parts.append(f"H{i}")
+            else:
+                parts.append(f"{name}{i}")
+        return " ".join(parts)
+
+    def cell_index(self, row: int, col: int) -> dict:
+        """The component a heatmap cell stands for, as {axis: index}."""
+        if self.result is None or not (0 <= row < len(self._rows)):
+            return {}
+        axes = tuple(self.result.axes)
+        _, col_axis = cell_grid(axes, np.asarray(self.result.values).shape)
+        names = [a for a in axes if a != col_axis]
+        out = dict(zip(names, self._rows[row], strict=True))
+        out[col_axis] = col
+        if "component" in out:
+            out["component"] = self.result.labels["components"][out["component"]]
+        else:
+            out["component"] = self.result.kind
+        return out
+
+    def cell_value(self, row: int, col: int) -> float:
+        idx = self.cell_index(row, col)
+        axes = tuple(self.result.axes)
+        key = []
+        for a in axes:
+            v = idx[a]
+            key.append(self.result.labels["components"].index(v) if a == "component" else v)
+        return float(np.asarray(self.result.values)[tuple(key)])
+
+    def _tooltip(self, x: float, y: float) -> str | None:
+        row, col = int(y), int(x)
+        idx = self.cell_index(row, col)
+        if not idx:
+            return None
+        value = self.cell_value(row, col)
+        where = ", ".join(f"{k} {v}" for k, v in idx.items() if k != "component")
+        text = f"{idx['component']} {where}: " + ("not computed yet" if np.isnan(value)
+                                                  else f"{value:.4f}")
+        if "pos" in idx and self.result is not None:
+            p = idx["pos"]
+            c = self.result.clean_tokens[p] if p < len(self.result.clean_tokens) else ""
+            r = self.result.corrupted_tokens[p] if p < len(self.result.corrupted_tokens) else ""
+            text += f"  (clean {visible(c)!s}, corrupted {visible(r)!s})"
+        return text
+
+    def cell_plan_item(self, row: int, col: int) -> dict | None:
+        """The plan item a heatmap cell stands for (what dragging the cell drops)."""
+        idx = self.cell_index(row, col)
+        if not idx:
+            return None
+        comp = SWEEP_COMPONENT.get(idx["component"], idx["component"])
+        return {"component": comp, "layer": int(idx.get("layer", 0)),
+                "index": int(idx.get("head", -1)),
+                "positions": [int(idx["pos"])] if "pos" in idx else []}
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt naming)
+        """Press + move on a heatmap cell starts a drag of that component (QDrag)."""
+        kind = event.type()
+        if kind == QEvent.Type.MouseButtonPress and event.button() == Qt.MouseButton.LeftButton:
+            self._press = event.position().toPoint()
+        elif kind == QEvent.Type.MouseMove and self._press is not None and \
+                event.buttons() & Qt.MouseButton.LeftButton:
+            if (event.position().toPoint() - self._press).manhattanLength() >= \
+                    QApplication.startDragDistance():
+                start, self._press = self._press, None
+                scene = self.heatmap.graphics.mapToScene(start)
+                point = self.heatmap.view.mapSceneToView(scene)
+                item = self.cell_plan_item(int(point.y()), int(point.x())) \
+                    if point.x() >= 0 and point.y() >= 0 else None
+                if item is not None:
+                    drag = QDrag(self.heatmap.graphics.viewport())
+                    drag.setMimeData(component_mime([item]))
+                    drag.exec(Qt.DropAction.CopyAction)
+                    return True
+        elif kind == QEvent.Type.MouseButtonRelease:
+            self._press = None
+        return super().eventFilter(obj, event)
+
+    def _cell_clicked(self, row: int, col: int) -> None:
+        idx = self.cell_index(row, col)
+        if idx:
+            self.heatmap.set_overlay("selected", (col, row, 1, 1), "#000000", width=2)
+            if "head" in idx and "layer" in idx:
+                self.sender = (int(idx["layer"]), int(idx["head"]))
+                self.path_button.setText(f"Path patch L{self.sender[0]}H{self.sender[1]}")
+            self.sig_cell_clicked.emit(idx)
