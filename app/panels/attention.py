@@ -10,6 +10,7 @@ import numpy as np
 from PySide6.QtCore import QEvent, Qt
 from PySide6.QtWidgets import QFileDialog
 
+from app.exports import export_svg
 from app.panels.base import PanelBinding
 from engine.attention import AttentionRequest, run_attention
 from widgets.attention_panel import AttentionPanel
@@ -17,33 +18,6 @@ from widgets.token_strip import visible
 
 FILTERS = {"png": "PNG image (*.png)", "svg": "SVG image (*.svg)", "csv": "CSV table (*.csv)",
            "npz": "NumPy arrays (*.npz)"}
-
-
-def export_svg(item, path: str) -> None:
-    """pyqtgraph's SVGExporter, tolerating the closing 'Z' that Qt >= 6.8 writes in paths.
-
-    pyqtgraph 0.14 parses every path token as 'x,y' and fails on a bare 'Z'; dropping it only
-    leaves the (already returned-to-start) outline open, which draws the same.
-    """
-    import importlib
-
-    import pyqtgraph.exporters as exporters
-
-    module = importlib.import_module("pyqtgraph.exporters.SVGExporter")
-    original = module.correctCoordinates
-
-    def tolerant(node, defs, item, options):
-        for path_node in node.getElementsByTagName("path"):
-            d = path_node.getAttribute("d")
-            tokens = [t for t in d.split() if t not in ("Z", "z")]
-            path_node.setAttribute("d", " ".join(tokens))
-        return original(node, defs, item, options)
-
-    module.correctCoordinates = tolerant
-    try:
-        exporters.SVGExporter(item).export(path)
-    finally:
-        module.correctCoordinates = original
 
 
 class AttentionBinding(PanelBinding):

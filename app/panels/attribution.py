@@ -14,6 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFileDialog
 
+from app.exports import export_svg
 from app.panels.base import PanelBinding
 from engine.attribution import AttributionItem, AttributionRequest, run_attribution
 from engine.targets import Target
@@ -179,29 +180,3 @@ class AttributionBinding(PanelBinding):
         p.batch_edit.setPlainText(get("batch_text", str, "")[:200_000])
         p.tabs.setCurrentIndex(max(0, min(2, get("tab", int, 0))))
 
-
-def export_svg(item, path: str) -> None:
-    """pyqtgraph's SVGExporter, tolerating the closing "Z" Qt 6 writes after filled rectangles.
-
-    pyqtgraph 0.14 parses every path token as "x,y" and fails on "Z" (bar charts are closed
-    paths). The paths already return to their start point, so dropping "Z" draws the same shape.
-    """
-    import importlib
-
-    from pyqtgraph.exporters import SVGExporter
-
-    module = importlib.import_module("pyqtgraph.exporters.SVGExporter")
-    original = module.correctCoordinates
-
-    def tolerant(node, defs, item, options):
-        for p in node.getElementsByTagName("path"):
-            d = p.getAttribute("d")
-            if "Z" in d or "z" in d:
-                p.setAttribute("d", " ".join(t for t in d.split() if t not in ("Z", "z")))
-        return original(node, defs, item, options)
-
-    module.correctCoordinates = tolerant
-    try:
-        SVGExporter(item).export(path)
-    finally:
-        module.correctCoordinates = original
