@@ -1,6 +1,4 @@
-"""READ /work/main/DEVELOPERS.md FIRST (team contract: venv, layering, deadline 05:00 UTC, no commits).
-
-The panel registry: each entry is a PanelBinding class; the main window docks them in order.
+"""The panel registry: each entry is a PanelBinding class; the main window docks them in order.
 
 Adding a panel = one view in widgets/, one binding module here, one line in PANELS.
 """
