@@ -10,28 +10,14 @@ column, and saves docs/images/attention.png (the panel) and attention_window.png
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from tools.shots.common import ROOT, open_window, wait
 
 PROMPT = ("When Mary and John went to the park, John gave a ball to Mary. "
           "When Mary and John went to the park, John gave a ball to")
 
-
-def _wait(app, predicate, timeout_s: float = 300.0) -> None:
-    import time
-
-    end = time.monotonic() + timeout_s
-    while not predicate():
-        app.processEvents()
-        if time.monotonic() > end:
-            raise TimeoutError("timed out waiting for the app")
-        time.sleep(0.01)
 
 
 def induction_scores(patterns, token_ids):
@@ -58,22 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import numpy as np
     from PySide6.QtCore import Qt
-    from PySide6.QtWidgets import QApplication
-
-    from app.main_window import MainWindow
-    from engine.model_sources import ModelSpec
-
-    app = QApplication.instance() or QApplication([])
-    win = MainWindow(restore_layout=False)
-    win.resize(1500, 1050)
-    win.show()
-    loaded, errors = [], []
-    win.controller.model_loaded.connect(loaded.append)
-    win.controller.error.connect(lambda ch, info: errors.append(info))
-    win.load_model(ModelSpec.parse(args.model or None, device="cpu"))
-    _wait(app, lambda: loaded or errors)
-    if errors:
-        print(errors[0].message, file=sys.stderr)
+    app, win = open_window(args.model, 1500, 1050)
+    if win is None:
         return 1
     binding = next(b for b in win.bindings if b.object_name == "attentionDock")
     panel = binding.widget
@@ -83,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     win.resizeDocks([dock], [720], Qt.Orientation.Vertical)
     win.prompt_editor.edit.setPlainText(args.prompt)
     win.prompt_editor.run_button.click()
-    _wait(app, lambda: panel.result() is not None and not win.controller.busy)
+    wait(app, lambda: panel.result() is not None and not win.controller.busy)
     if panel.message.isVisible():
         print("panel says:", panel.message.text())
     item = panel.item()
     scores = induction_scores(item.patterns, item.token_ids)
     layer, head = np.unravel_index(int(np.argmax(scores)), scores.shape)
     layer = panel.result().layers[int(layer)]
-    print(f"{info_line(loaded[0])}\nstrongest induction head: L{layer} H{head} "
+    print(f"{info_line(win.controller.model_info)}\nstrongest induction head: L{layer} H{head} "
           f"(mean attention to the token after the previous occurrence: "
           f"{scores.max():.2f})")
     panel.bos_check.setChecked(True)

@@ -10,28 +10,13 @@ lens tab) plus attribution_components.png and attribution_heads.png; then an IOI
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from tools.shots.common import ROOT, open_window, wait
 
 PROMPT = "The Eiffel Tower is in"
 ANSWER = " Paris"
 
-
-def _wait(app, predicate, timeout_s: float = 300.0) -> None:
-    import time
-
-    end = time.monotonic() + timeout_s
-    while not predicate():
-        app.processEvents()
-        if time.monotonic() > end:
-            raise TimeoutError("timed out waiting for the app")
-        time.sleep(0.01)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,24 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="a model folder (default: bundled organism)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
     args = parser.parse_args(argv)
-    from PySide6.QtWidgets import QApplication
-
-    from app.main_window import MainWindow
-    from engine.model_sources import ModelSpec
-
-    app = QApplication.instance() or QApplication([])
-    win = MainWindow(restore_layout=False)
-    win.resize(1500, 1000)
-    win.show()
-    loaded = []
-    win.controller.model_loaded.connect(loaded.append)
-    errors = []
-    win.controller.error.connect(lambda ch, info: errors.append(info))
-    spec = ModelSpec.parse(args.model or None, device="cpu")
-    win.load_model(spec)
-    _wait(app, lambda: loaded or errors)
-    if errors:
-        print(errors[0].message, file=sys.stderr)
+    app, win = open_window(args.model, 1500, 1000)
+    if win is None:
         return 1
     binding = next(b for b in win.bindings if b.object_name == "attributionDock")
     panel = binding.widget
@@ -66,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     panel.set_target(ANSWER, "", -1)
     win.prompt_editor.edit.setPlainText(PROMPT)
     win.prompt_editor.run_button.click()
-    _wait(app, lambda: panel.result is not None and not win.controller.busy)
+    wait(app, lambda: panel.result is not None and not win.controller.busy)
     if panel.message.isVisible():
         print("panel says:", panel.message.text())
     out = Path(args.out)
@@ -93,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     panel.ioi_button.click()
     panel.set_target("", "", -1)
     panel.run_button.click()
-    _wait(
+    wait(
         app,
         lambda: (
             (panel.result is not None and panel.result.n_prompts > 1 and not win.controller.busy)

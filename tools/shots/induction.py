@@ -11,27 +11,14 @@ shows it on the repeated sequence), runs the ablation check, and saves docs/imag
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from tools.shots.common import ROOT, open_window, wait
 
 PROMPT = ("When Mary and John went to the park, John gave a ball to Mary. "
           "When Mary and John went to the park, John gave a ball to")
 
-
-def _wait(app, predicate, timeout_s: float = 300.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not predicate():
-        app.processEvents()
-        if time.monotonic() > end:
-            raise TimeoutError("timed out waiting for the app")
-        time.sleep(0.01)
 
 
 def main() -> int:
@@ -44,22 +31,8 @@ def main() -> int:
     args = p.parse_args()
 
     from PySide6.QtCore import Qt
-    from PySide6.QtWidgets import QApplication
-
-    from app.main_window import MainWindow
-    from engine.model_sources import ModelSpec
-
-    app = QApplication.instance() or QApplication([])
-    win = MainWindow(restore_layout=False)
-    win.resize(1700, 1100)
-    win.show()
-    loaded, errors = [], []
-    win.controller.model_loaded.connect(loaded.append)
-    win.controller.error.connect(lambda ch, info: errors.append(info))
-    win.load_model(ModelSpec.parse(args.model or None, device="cpu"))
-    _wait(app, lambda: loaded or errors)
-    if errors:
-        print(errors[0].message, file=sys.stderr)
+    app, win = open_window(args.model, 1700, 1100)
+    if win is None:
         return 1
     binding = next(b for b in win.bindings if b.object_name == "inductionDock")
     panel = binding.widget
@@ -73,12 +46,12 @@ def main() -> int:
     panel.pool.setCurrentIndex(panel.pool.findData("words"))  # readable in the attention panel
     win.prompt_editor.edit.setPlainText(PROMPT)
     win.prompt_editor.run_button.click()  # the visible panel scans with the prompt
-    _wait(app, lambda: binding.result is not None and not win.controller.busy)
+    wait(app, lambda: binding.result is not None and not win.controller.busy)
     r = binding.result
     panel.threshold.setValue(round(args.threshold * 100))
     heads = panel.marked_heads()
     ind = r.repeated["induction"]
-    print(f"{loaded[0].summary()}\nscan: {r.seconds:.2f} s, {r.n_forward_passes} pass(es); "
+    print(f"{win.controller.model_info.summary()}\nscan: {r.seconds:.2f} s, {r.n_forward_passes} pass(es); "
           f"loss first copy {r.first_half_loss:.2f}, repeated copy {r.second_half_loss:.2f}")
     print("induction scores (layers x heads):")
     for layer, row in enumerate(ind):
@@ -86,7 +59,7 @@ def main() -> int:
     print(f"heads >= {args.threshold}: {heads}")
     best = heads[0] if heads else tuple(int(v) for v in divmod(int(ind.argmax()), r.n_heads))
     binding.select_head(*best)
-    _wait(app, lambda: not win.controller.busy)
+    wait(app, lambda: not win.controller.busy)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     app.processEvents()
@@ -94,7 +67,7 @@ def main() -> int:
     if heads:
         panel.tabs.setCurrentIndex(1)
         panel.ablate_button.click()
-        _wait(app, lambda: binding.ablation is not None and not win.controller.busy)
+        wait(app, lambda: binding.ablation is not None and not win.controller.busy)
         ab = binding.ablation
         print(f"ablating {len(heads)} heads: repeated-half loss {ab.clean_halves[1]:.2f} -> "
               f"{ab.ablated_halves[1]:.2f} ({ab.ablated_rise:+.2f}); random controls "

@@ -10,14 +10,9 @@ run together and alone. Saves docs/images/patching.png (and patching_block.png).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from tools.shots.common import ROOT, open_window, wait
 
 PAIRS = [
     ("When John and Mary went to the store, John gave a drink to",
@@ -27,16 +22,6 @@ PAIRS = [
 ]
 
 
-def _wait(app, predicate, timeout_s: float = 600.0) -> None:
-    import time
-
-    end = time.monotonic() + timeout_s
-    while not predicate():
-        app.processEvents()
-        if time.monotonic() > end:
-            raise TimeoutError("timed out waiting for the app")
-        time.sleep(0.01)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -45,22 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import numpy as np
     from PySide6.QtCore import Qt
-    from PySide6.QtWidgets import QApplication
-
-    from app.main_window import MainWindow
-    from engine.model_sources import ModelSpec
-
-    app = QApplication.instance() or QApplication([])
-    win = MainWindow(restore_layout=False)
-    win.resize(1600, 1000)
-    win.show()
-    loaded, errors = [], []
-    win.controller.model_loaded.connect(loaded.append)
-    win.controller.error.connect(lambda ch, info: errors.append(info))
-    win.load_model(ModelSpec.parse(args.model or None, device="cpu"))
-    _wait(app, lambda: loaded or errors)
-    if errors:
-        print(errors[0].message, file=sys.stderr)
+    app, win = open_window(args.model, 1600, 1000)
+    if win is None:
         return 1
     binding = next(b for b in win.bindings if b.object_name == "patchingDock")
     panel = binding.widget
@@ -69,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     win.resizeDocks([dock], [720], Qt.Orientation.Vertical)
     for row, pair in enumerate(PAIRS):
         panel.set_pair(row, *pair)
-    _wait(app, lambda: not win.controller.busy)
+    wait(app, lambda: not win.controller.busy)
     app.processEvents()
-    _wait(app, lambda: not win.controller.busy)
+    wait(app, lambda: not win.controller.busy)
     if panel.message.isVisible():
         print("panel says:", panel.message.text())
     out = Path(args.out)
@@ -80,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     def sweep(kind: str):
         panel.sweep_combo.setCurrentIndex(panel.sweep_combo.findData(kind))
         panel.run_button.click()
-        _wait(app, lambda: panel.result is not None and panel.result.kind == kind
+        wait(app, lambda: panel.result is not None and panel.result.kind == kind
               and panel.result.complete and not win.controller.busy)
         return panel.result
 
@@ -96,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                           {"component": "mlp_out", "layer": int(heads.values.shape[0] - 1),
                            "index": -1, "positions": []}])
     panel.plan.run_button.click()
-    _wait(app, lambda: panel.plan.result is not None and not win.controller.busy)
+    wait(app, lambda: panel.plan.result is not None and not win.controller.busy)
     print("plan", dict(zip(panel.plan.result.labels, panel.plan.result.values.round(3).tolist(),
                            strict=True)))
     app.processEvents()
