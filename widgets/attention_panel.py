@@ -465,12 +465,13 @@ class AttentionPanel(QWidget):
 
     def _update_summary(self) -> None:
         it, result = self.item(), self._result
-        mib = sum(x.patterns.nbytes + (x.scores.nbytes if x.scores is not None else 0)
-                  for x in result.items) / 2**20
+        nbytes = sum(x.patterns.nbytes + (x.scores.nbytes if x.scores is not None else 0)
+                     for x in result.items)
+        size = f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} KiB"
         trunc = f" (truncated from {it.truncated_from})" if it.truncated_from else ""
         self.summary.setText(f"{it.n_tokens} tokens{trunc} · {len(result.layers)} layers × "
                              f"{result.n_heads} heads · {len(result.items)} prompt(s) · "
-                             f"{mib:.1f} MiB of attention values")
+                             f"{size} of attention values")
 
     # -- tooltips --------------------------------------------------------------------------------------
     def describe(self, layer: int, head: int, q: int, k: int) -> str:
