@@ -44,6 +44,12 @@ SWEEPS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "head_k": ("blocks.{}.attn.hook_k", ("layer", "head"), ("pos", "head", "d")),
     "head_v": ("blocks.{}.attn.hook_v", ("layer", "head"), ("pos", "head", "d")),
     "head_pattern": ("blocks.{}.attn.hook_pattern", ("layer", "head"), ("head", "pos", "k")),
+    "head_q_by_pos": ("blocks.{}.attn.hook_q", ("layer", "pos", "head"), ("pos", "head", "d")),
+    "head_k_by_pos": ("blocks.{}.attn.hook_k", ("layer", "pos", "head"), ("pos", "head", "d")),
+    "head_v_by_pos": ("blocks.{}.attn.hook_v", ("layer", "pos", "head"), ("pos", "head", "d")),
+    # a head's pattern row at one destination position (all source positions)
+    "head_pattern_by_pos": ("blocks.{}.attn.hook_pattern", ("layer", "head", "pos"),
+                            ("head", "pos", "k")),
 }
 # Several sweeps sharing one pair of cached runs; the result gets a leading "component" axis
 # (TransformerLens's get_act_patch_block_every / get_act_patch_attn_head_all_pos_every).
@@ -64,6 +70,10 @@ SWEEP_LABELS = {
     "head_v": "Head values by layer × head",
     "head_pattern": "Head attention patterns by layer × head",
     "head_every": "Head out, q, k, v and pattern by layer × head",
+    "head_q_by_pos": "Head queries by layer × head × position",
+    "head_k_by_pos": "Head keys by layer × head × position",
+    "head_v_by_pos": "Head values by layer × head × position",
+    "head_pattern_by_pos": "Head attention patterns by layer × head × destination position",
 }
 
 

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from widgets.component_palette import component_mime
 from widgets.heatmap import COLORMAPS, HeatmapView, block_max, mosaic
 from widgets.token_strip import TokenStrip, visible
 
@@ -145,7 +146,9 @@ class AttentionPanel(QWidget):
                                 colorbar_label="attention")
         self.grid.setObjectName("attentionGrid")
         self.grid.readout.setText("Rows are layers, columns heads; long prompts are max-pooled "
-                                  "to fit. Click a head to focus it.")
+                                  "to fit. Click a head to focus it; drag it onto the patch "
+                                  "plan to patch its output.")
+        self.grid.enable_cell_drag(self.head_mime)
         self.focused = HeatmapView(title="", x_label="key (attended to)",
                                    y_label="query (attending)", colorbar_label="attention")
         self.focused.setObjectName("attentionFocused")
@@ -509,7 +512,7 @@ class AttentionPanel(QWidget):
         fx, fy = (x - h) / f, (y - r) / f
         head = f"L{layer} H{h}"
         if fx >= 1 or fy >= 1:
-            return f"{head} · click to focus"
+            return f"{head} · click to focus, drag onto the patch plan"
         n, factor = self.item().n_tokens, geom["factor"]
         nb = math.ceil(n / factor)
         qb, kb = min(int(fy * nb), nb - 1), min(int(fx * nb), nb - 1)
@@ -526,11 +529,27 @@ class AttentionPanel(QWidget):
                 f"(pooled ×{factor}; click to focus)")
 
     # -- interaction ----------------------------------------------------------------------------------
-    def _grid_clicked(self, row: int, col: int) -> None:
+    def grid_head(self, row: int, col: int) -> tuple[int, int] | None:
+        """The (layer, head) under a grid cell, or None outside the grid."""
         geom = self._grid_geom
         if not geom or not (0 <= row < len(geom["layers"]) and 0 <= col < geom["n_heads"]):
+            return None
+        return geom["layers"][row], col
+
+    def head_mime(self, row: int, col: int):
+        """What dragging a head tile carries: the head's output (z) at all positions, in the
+        patch plan's format."""
+        head = self.grid_head(row, col)
+        if head is None:
+            return None
+        return component_mime([{"component": "z", "layer": head[0], "index": head[1],
+                                "positions": []}])
+
+    def _grid_clicked(self, row: int, col: int) -> None:
+        head = self.grid_head(row, col)
+        if head is None:
             return
-        layer = geom["layers"][row]
+        layer = head[0]
         self.set_head(layer, col)
         self.sig_head_clicked.emit(layer, col)
 

@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QPainterPath, QPen
+from PySide6.QtCore import QEvent, QMimeData, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QDrag, QPainterPath, QPen
 from PySide6.QtWidgets import (
+    QApplication,
     QGraphicsPathItem,
     QGraphicsRectItem,
     QLabel,
@@ -165,6 +166,8 @@ class HeatmapView(QWidget):
         self._hover_cell = (-1, -1)
         self._cross: tuple | None = None
         self.last_tooltip = ""
+        self._drag_mime_fn: Callable[[int, int], QMimeData | None] | None = None
+        self._press = None
         self.readout = QLabel(" ")
         self.readout.setObjectName("heatmapReadout")
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -361,9 +364,42 @@ class HeatmapView(QWidget):
         self.sig_point_clicked.emit(x, y)
         self.sig_cell_clicked.emit(int(math.floor(y)), int(math.floor(x)))
 
+    # -- dragging cells out (onto a patch plan) ------------------------------------------------------
+    def enable_cell_drag(self, mime_fn: Callable[[int, int], QMimeData | None]) -> None:
+        """Press + move on a cell starts a QDrag carrying ``mime_fn(row, col)`` (None: no drag).
+        Panning by mouse is turned off (a drag is a drag); the wheel still zooms."""
+        self._drag_mime_fn = mime_fn
+        self.view.setMouseEnabled(False, False)
+
+    def start_drag(self, mime: QMimeData) -> None:
+        drag = QDrag(self.graphics.viewport())
+        drag.setMimeData(mime)
+        drag.exec(Qt.DropAction.CopyAction)
+
+    def _drag_filter(self, event) -> bool:
+        kind = event.type()
+        if kind == QEvent.Type.MouseButtonPress and event.button() == Qt.MouseButton.LeftButton:
+            self._press = event.position().toPoint()
+        elif kind == QEvent.Type.MouseMove and self._press is not None and \
+                event.buttons() & Qt.MouseButton.LeftButton:
+            if (event.position().toPoint() - self._press).manhattanLength() >= \
+                    QApplication.startDragDistance():
+                start, self._press = self._press, None
+                point = self._scene_to_data(self.graphics.mapToScene(start))
+                mime = self._drag_mime_fn(int(math.floor(point[1])), int(math.floor(point[0]))) \
+                    if point is not None else None
+                if mime is not None:
+                    self.start_drag(mime)
+                    return True
+        elif kind == QEvent.Type.MouseButtonRelease:
+            self._press = None
+        return False
+
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt naming)
         if event.type() == QEvent.Type.Leave:
             self._hover_left()
+        if self._drag_mime_fn is not None and self._drag_filter(event):
+            return True
         return super().eventFilter(obj, event)
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-from PySide6.QtCore import QEvent, QPoint, Qt, Signal
-from PySide6.QtGui import QDrag
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QApplication,
     QComboBox,
     QHBoxLayout,
     QLabel,
@@ -42,13 +40,18 @@ SWEEPS = [("head_out", "Heads (z): layer × head, all positions"),
           ("head_out_by_pos", "Heads (z): layer × head × position"),
           ("head_q", "Head queries: layer × head"), ("head_k", "Head keys: layer × head"),
           ("head_v", "Head values: layer × head"), ("head_pattern", "Head patterns: layer × head"),
+          ("head_q_by_pos", "Head queries: layer × head × position"),
+          ("head_k_by_pos", "Head keys: layer × head × position"),
+          ("head_v_by_pos", "Head values: layer × head × position"),
+          ("head_pattern_by_pos", "Head patterns: layer × head × destination position"),
           ("resid_mid", "Residual stream (mid): layer × position")]
 ROW_SHORT = {"resid_pre": "resid", "attn_out": "attn", "mlp_out": "mlp", "head_out": "z",
              "head_q": "q", "head_k": "k", "head_v": "v", "head_pattern": "patt"}
 SHORT = {"logit_diff_norm": "normalised logit diff", "logit_diff": "logit diff",
          "prob": "p(answer)", "loss": "loss"}
 SWEEP_COMPONENT = {"head_out": "z", "head_out_by_pos": "z", "head_q": "q", "head_k": "k",
-                   "head_v": "v", "head_pattern": "pattern", "path": "z"}
+                   "head_v": "v", "head_pattern": "pattern", "path": "z", "head_q_by_pos": "q",
+                   "head_k_by_pos": "k", "head_v_by_pos": "v", "head_pattern_by_pos": "pattern"}
 
 
 def cell_grid(axes: tuple[str, ...], shape: tuple[int, ...]) -> tuple[list[tuple], str]:
@@ -184,9 +187,7 @@ class PatchingPanel(QWidget):
         self.splitter.addWidget(plan_box)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
-        self.heatmap.view.setMouseEnabled(False, False)  # a drag on a cell adds it to the plan
-        self.heatmap.graphics.viewport().installEventFilter(self)
-        self._press: QPoint | None = None
+        self.heatmap.enable_cell_drag(self._cell_mime)  # a drag on a cell adds it to the plan
         self._sized = False
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -425,28 +426,9 @@ class PatchingPanel(QWidget):
                 "index": int(idx.get("head", -1)),
                 "positions": [int(idx["pos"])] if "pos" in idx else []}
 
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt naming)
-        """Press + move on a heatmap cell starts a drag of that component (QDrag)."""
-        kind = event.type()
-        if kind == QEvent.Type.MouseButtonPress and event.button() == Qt.MouseButton.LeftButton:
-            self._press = event.position().toPoint()
-        elif kind == QEvent.Type.MouseMove and self._press is not None and \
-                event.buttons() & Qt.MouseButton.LeftButton:
-            if (event.position().toPoint() - self._press).manhattanLength() >= \
-                    QApplication.startDragDistance():
-                start, self._press = self._press, None
-                scene = self.heatmap.graphics.mapToScene(start)
-                point = self.heatmap.view.mapSceneToView(scene)
-                item = self.cell_plan_item(int(point.y()), int(point.x())) \
-                    if point.x() >= 0 and point.y() >= 0 else None
-                if item is not None:
-                    drag = QDrag(self.heatmap.graphics.viewport())
-                    drag.setMimeData(component_mime([item]))
-                    drag.exec(Qt.DropAction.CopyAction)
-                    return True
-        elif kind == QEvent.Type.MouseButtonRelease:
-            self._press = None
-        return super().eventFilter(obj, event)
+    def _cell_mime(self, row: int, col: int):
+        item = self.cell_plan_item(row, col)
+        return component_mime([item]) if item is not None else None
 
     def _cell_clicked(self, row: int, col: int) -> None:
         idx = self.cell_index(row, col)

@@ -277,3 +277,54 @@ def test_session_state_round_trip(qtbot, window):
     assert panel.pairs()[1] == ("A b c", "A d c", " x", " y")
     assert panel.plan.items == [{"component": "mlp_out", "layer": 1, "index": -1,
                                  "positions": [2], "mode": "denoise"}]
+
+
+def test_drag_head_from_attention_grid_onto_plan(qtbot, window, monkeypatch):
+    """Press + move on the attention grid's L1 H3 tile starts a drag carrying that head's output;
+    dropped on the plan it becomes a plan item whose run equals the head sweep's cell."""
+    from tests.app.conftest import run_prompt_and_wait
+
+    attn_dock = window.docks["attentionDock"]
+    attn_dock.show()
+    attn_dock.raise_()
+    window.resize(1500, 1000)
+    run_prompt_and_wait(qtbot, window, CLEAN)
+    attention = next(b for b in window.bindings if b.object_name == "attentionDock").widget
+    grid = attention.grid
+    dragged = []
+    # QDrag.exec() runs a nested platform loop offscreen tests cannot drive: capture its payload.
+    monkeypatch.setattr(grid, "start_drag", dragged.append)
+    start = attention.tile_center(1, 3)
+    viewport = grid.graphics.viewport()
+    qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=start)
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QApplication
+
+    end = start + QPoint(30, 0)
+    move = QMouseEvent(QMouseEvent.Type.MouseMove, end, viewport.mapToGlobal(end),
+                       Qt.MouseButton.NoButton, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(viewport, move)
+    assert len(dragged) == 1, "pressing and moving on a head tile did not start a drag"
+    # The drag started from where the press was, not where the mouse moved to (L1 H3).
+    window.docks["patchingDock"].show()
+    window.docks["patchingDock"].raise_()
+    panel = binding(window).widget
+    view = panel.plan
+    wait_idle(qtbot, window)
+    assert drop_on(view.list.viewport(), dragged[0])
+    assert view.items == [{"component": "z", "layer": 1, "index": 3, "positions": [],
+                           "mode": "denoise"}]
+    with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
+                          check_params_cb=lambda ch: ch == "patching.plan"):
+        qtbot.mouseClick(view.run_button, Qt.MouseButton.LeftButton)
+    alone = view.result.values[-1]
+    panel.sweep_combo.setCurrentIndex(panel.sweep_combo.findData("head_out"))
+    with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
+                          check_params_cb=lambda ch: ch == "patching"):
+        qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    assert abs(alone - panel.result.values[1, 3]) < 1e-5
+    # A press on the grid's margin (no head there) starts nothing.
+    qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=end)
+    assert attention.head_mime(-1, 0) is None and attention.head_mime(0, 99) is None

@@ -32,6 +32,10 @@ TL_FUNCS = {
     "head_k": tlp.get_act_patch_attn_head_k_all_pos,
     "head_v": tlp.get_act_patch_attn_head_v_all_pos,
     "head_pattern": tlp.get_act_patch_attn_head_pattern_all_pos,
+    "head_q_by_pos": tlp.get_act_patch_attn_head_q_by_pos,
+    "head_k_by_pos": tlp.get_act_patch_attn_head_k_by_pos,
+    "head_v_by_pos": tlp.get_act_patch_attn_head_v_by_pos,
+    "head_pattern_by_pos": tlp.get_act_patch_attn_head_pattern_by_pos,
     "block": tlp.get_act_patch_block_every,
 }
 
