@@ -1,10 +1,19 @@
-"""Path patching: one sender head's clean-minus-corrupted write, along one path only.
+"""Path patching: sender heads' clean-minus-corrupted writes, along one kind of path only.
 
-- Sender -> each later receiver head's q / k / v input: TransformerLens's own
-  ``patching.get_act_patch_direct_path`` (Wang et al. 2022; one forward per receiver, not batched
-  here).
-- Sender -> logits directly: the write is added to the corrupted run's final residual stream only
-  (before ``ln_final``), so no later layer sees it. That is one ln_final + unembed, no forward.
+Wang et al. 2022's direct path patching, as TransformerLens's ``patching.get_act_patch_direct_path``
+defines it, but for a *set* of senders and batched:
+
+- Senders -> each later receiver head's q / k / v input. For receiver head ``(l, h)`` the senders
+  in layers below ``l`` add their write ``(z_clean - z_corrupted) @ W_O`` to the receiver's own copy
+  of ``resid_pre[l]``; every other reader (other heads, the MLPs, later layers) still sees the
+  corrupted run. So the receiver's q/k/v is what layer ``l`` computes from
+  ``resid_pre[l] + delta_l``, taken for head ``h`` only. That activation is computed once per
+  receiver layer, then every receiver head is one variant of ``engine.patch_runner``: many variants
+  per forward, each starting at its own layer from the cached corrupted run.
+- Senders -> logits directly: the summed write is added to the corrupted run's final residual
+  stream only (before ``ln_final``), so no layer sees it. One ln_final + unembed, no forward.
+
+With one sender the receivers equal ``get_act_patch_direct_path`` (tests/engine/test_path_patching).
 """
 
 from __future__ import annotations
@@ -18,66 +27,132 @@ import torch
 from engine.errors import InputError
 from engine.jobs import JobContext
 from engine.patch_pairs import PromptPair, prepare_pairs
+from engine.patch_runner import PatchRunner, Variant, chunked
 from engine.patching import Metric
+
+INPUTS = ("q", "k", "v")
 
 
 @dataclass(frozen=True)
 class PathPatchRequest:
     pairs: tuple[PromptPair, ...]
-    sender_layer: int
-    sender_head: int
+    senders: tuple[tuple[int, int], ...]  # (layer, head) of each sender head
     component: str = "q"  # receiver input: "q", "k" or "v"
     metric: str = "logit_diff_norm"
     prepend_bos: bool = True
+    memory_budget_mb: int = 512
+    max_tokens_per_chunk: int = 4096
 
 
 @dataclass(frozen=True)
 class PathPatchResult:
-    sender: tuple[int, int]
+    senders: tuple[tuple[int, int], ...]
     component: str
-    receivers: np.ndarray  # [n_layers, n_heads]; NaN where the layer is not after the sender
+    receivers: np.ndarray  # [n_layers, n_heads]; NaN where no sender is in an earlier layer
     direct_to_logits: float
     clean_value: float
     corrupted_value: float
     metric: str
     seconds: float
+    forwards: int = 0
+
+    @property
+    def label(self) -> str:
+        return " + ".join(f"L{sl}H{sh}" for sl, sh in self.senders)
+
+
+def check_senders(senders, n_layers: int, n_heads: int) -> tuple[tuple[int, int], ...]:
+    if not senders:
+        raise InputError("No sender head is chosen.",
+                         "Click a head cell of a head sweep (Ctrl+click adds more senders).")
+    bad = [f"L{sl}H{sh}" for sl, sh in senders if not (0 <= sl < n_layers and 0 <= sh < n_heads)]
+    if bad:
+        raise InputError(f"Head {', '.join(bad)} does not exist in this model "
+                         f"({n_layers} layers × {n_heads} heads).", "Pick another head.")
+    return tuple(sorted(set((int(sl), int(sh)) for sl, sh in senders)))
 
 
 @torch.inference_mode()
 def run_path_patching(host, request: PathPatchRequest, ctx: JobContext) -> PathPatchResult:
-    from transformer_lens import patching as tlp
-
     started = time.perf_counter()
     info = host.info
-    sl, sh = request.sender_layer, request.sender_head
-    if not (0 <= sl < info.n_layers and 0 <= sh < info.n_heads):
-        raise InputError(f"Head L{sl}H{sh} does not exist in this model "
-                         f"({info.n_layers} layers × {info.n_heads} heads).", "Pick another head.")
-    if request.component not in ("q", "k", "v"):
+    n_layers = info.n_layers
+    senders = check_senders(request.senders, n_layers, info.n_heads)
+    if request.component not in INPUTS:
         raise InputError(f"Receiver input {request.component!r} is not q, k or v.", "")
-    model = host.model
+    ctx.progress(0.01, "Tokenising the prompt pairs…")
     pairs = prepare_pairs(host, request.pairs, request.prepend_bos)
     metric = Metric(request.metric, pairs)
-    last = f"blocks.{info.n_layers - 1}.hook_resid_post"
-    z = f"blocks.{sl}.attn.hook_z"
-    keep = {z, last}
-    clean_logits, clean_cache = model.run_with_cache(pairs.clean, names_filter=lambda n: n in keep)
-    corr_logits, corr_cache = model.run_with_cache(pairs.corrupted,
-                                                   names_filter=lambda n: n in keep)
-    rows = torch.arange(len(request.pairs), device=host.device)
-    metric.set_baselines(clean_logits[rows, pairs.positions], corr_logits[rows, pairs.positions])
-    ctx.check_cancelled()
-    w_o = model.blocks[sl].attn.W_O[sh]
-    delta = (clean_cache[z][:, :, sh] - corr_cache[z][:, :, sh]) @ w_o  # [batch, pos, d_model]
-    final = (corr_cache[last] + delta)[rows, pairs.positions][:, None, :]
-    direct = float(metric(model.unembed(model.ln_final(final))[:, 0, :])[0])
-    receivers = np.full((info.n_layers, info.n_heads), np.nan, dtype=np.float32)
-    if sl + 1 < info.n_layers:
-        ctx.progress(0.2, f"Paths from L{sl}H{sh} into later heads' {request.component}…")
-        out = tlp.get_act_patch_direct_path(model, pairs.corrupted, clean_cache, corr_cache,
-                                            metric.full_logits_fn(), sl, sh,
-                                            component=request.component, verbose=False)
-        receivers[sl + 1:] = out[sl + 1:].float().cpu().numpy()
-    clean_v, corr_v = metric.baseline_values()
-    return PathPatchResult((sl, sh), request.component, receivers, direct, clean_v, corr_v,
-                           request.metric, time.perf_counter() - started)
+    first = min(sl for sl, _ in senders)
+    receiver_layers = list(range(first + 1, n_layers))
+    acts = {layer: f"blocks.{layer}.attn.hook_{request.component}" for layer in receiver_layers}
+    last = f"blocks.{n_layers - 1}.hook_resid_post"
+    names = {f"blocks.{sl}.attn.hook_z" for sl, _ in senders} | set(acts.values()) | {last}
+    ctx.progress(0.03, "Caching the clean and corrupted runs…")
+    runner = PatchRunner(host, pairs, "denoise", names, metric, ctx)
+    model = host.model
+
+    def write(sl: int, sh: int) -> torch.Tensor:  # [batch, pos, d_model]
+        z = f"blocks.{sl}.attn.hook_z"
+        diff = runner.sources["source"][z][:, :, sh] - runner.base[z][:, :, sh]
+        return diff @ model.blocks[sl].attn.W_O[sh]
+
+    writes = {s: write(*s) for s in senders}
+    total = sum(writes.values())
+    rows = torch.arange(runner.n_pairs, device=total.device)
+    final = (runner.base[last] + total)[rows, pairs.positions][:, None, :]
+    direct = float(runner.metric(model.unembed(model.ln_final(final))[:, 0, :]).mean())
+
+    # What each receiver layer computes from its own resid_pre plus the earlier senders' writes.
+    path_acts = {}
+    for i, layer in enumerate(receiver_layers):
+        ctx.check_cancelled()
+        ctx.progress(0.05 + 0.25 * i / max(1, len(receiver_layers)),
+                     f"Receiver inputs of layer {layer}…")
+        delta = sum(w for (sl, _), w in writes.items() if sl < layer)
+        path_acts[acts[layer]] = _layer_input(model, runner.base_tokens, layer, delta, acts[layer])
+    runner.sources["path"] = path_acts
+    variants = []
+    n_heads_in = {layer: runner.act_size(acts[layer], 1) for layer in receiver_layers}
+    width = max(n_heads_in.values(), default=info.n_heads)
+    for layer in receiver_layers:
+        for head in range(n_heads_in[layer]):
+            sel = (slice(None), head, slice(None))
+            variants.append(Variant(layer * width + head, ((acts[layer], layer, sel, "path"),)))
+    values = np.full(n_layers * width, np.nan, dtype=np.float32)
+    chunk = runner.chunk_size(request.memory_budget_mb, request.max_tokens_per_chunk)
+    done = 0
+    for group in chunked(variants, chunk):
+        out = runner.run(group)
+        values[[v.key for v in group]] = out.float().cpu().numpy()
+        done += len(group)
+        ctx.progress(0.3 + 0.7 * done / len(variants), f"Patched {done}/{len(variants)} paths")
+    clean_v, corr_v = runner.metric.baseline_values()
+    return PathPatchResult(senders, request.component, values.reshape(n_layers, width), direct,
+                           clean_v, corr_v, request.metric, time.perf_counter() - started,
+                           runner.forwards + len(receiver_layers))
+
+
+def _layer_input(model, tokens, layer: int, delta, name: str) -> torch.Tensor:
+    """``name`` (a q/k/v hook of ``layer``) when ``resid_pre[layer]`` gets ``delta`` added."""
+    got = {}
+
+    def add(resid, hook=None):
+        return resid + delta
+
+    def grab(act, hook=None):
+        got["act"] = act.clone()
+        raise _Stop
+
+    try:
+        model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", add),
+                                                (name, grab)])
+    except _Stop:
+        pass
+    if "act" not in got:
+        raise InputError(f"This model has no {name} hook.", "Path patching needs q/k/v hooks.")
+    return got["act"]
+
+
+class _Stop(Exception):
+    """Raised by the capture hook: nothing after the captured activation needs computing."""

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QHBoxLayout,
     QLabel,
@@ -52,6 +53,9 @@ SHORT = {"logit_diff_norm": "normalised logit diff", "logit_diff": "logit diff",
 SWEEP_COMPONENT = {"head_out": "z", "head_out_by_pos": "z", "head_q": "q", "head_k": "k",
                    "head_v": "v", "head_pattern": "pattern", "path": "z", "head_q_by_pos": "q",
                    "head_k_by_pos": "k", "head_v_by_pos": "v", "head_pattern_by_pos": "pattern"}
+PATH_TIP = ("Path patching from the sender heads into every later head's chosen input, and "
+            "directly into the logits. Click a head cell of a head sweep to choose the sender; "
+            "Ctrl+click adds or removes more senders.")
 
 
 def cell_grid(axes: tuple[str, ...], shape: tuple[int, ...]) -> tuple[list[tuple], str]:
@@ -71,7 +75,7 @@ class PatchingPanel(QWidget):
     sig_cell_clicked = Signal(object)  # {"layer": l, "head": h, "pos": p, "component": c}
     sig_estimate = Signal(str)  # sweep kind: attribution patching (one forward + backward)
     sig_verify = Signal(str, object)  # sweep kind, flat cell indices to patch exactly
-    sig_path_patch = Signal(int, int, str)  # sender layer, sender head, receiver input q/k/v
+    sig_path_patch = Signal(object, str)  # sender heads [(layer, head)], receiver input q/k/v
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -129,15 +133,13 @@ class PatchingPanel(QWidget):
         self.view_combo.setToolTip("Which result the heatmap shows")
         self.view_combo.currentIndexChanged.connect(lambda _i: self._redraw())
         self.path_button = QPushButton("Path patch L0H0")
-        self.path_button.setToolTip("Path patching from the sender head (click a head cell to "
-                                    "choose it) into every later head's chosen input, and "
-                                    "directly into the logits")
+        self.path_button.setToolTip(PATH_TIP)
         self.path_input = QComboBox()
         for c in ("q", "k", "v"):
             self.path_input.addItem(f"→ receivers' {c}", c)
         self.path_button.clicked.connect(lambda: self.sig_path_patch.emit(
-            self.sender[0], self.sender[1], self.path_input.currentData()))
-        self.sender = (0, 0)
+            list(self.senders), self.path_input.currentData()))
+        self.senders: list[tuple[int, int]] = [(0, 0)]
         self.path = None
         self.estimate = None
         self.exact = None
@@ -278,7 +280,6 @@ class PatchingPanel(QWidget):
         """Path patching: receivers [layer, head] (NaN before the sender) + direct to logits."""
         tokens = self.exact.clean_tokens if self.exact is not None else ()
         corr = self.exact.corrupted_tokens if self.exact is not None else ()
-        sl, sh = result.sender
         self.path = SimpleNamespace(
             kind="path", metric=result.metric, axes=("layer", "head"),
             values=np.asarray(result.receivers, dtype=np.float32),
@@ -286,7 +287,7 @@ class PatchingPanel(QWidget):
             total=int(np.isfinite(result.receivers).sum()), clean_value=result.clean_value,
             corrupted_value=result.corrupted_value, clean_tokens=tokens, corrupted_tokens=corr,
             seconds=result.seconds, chunk_size=0, complete=True,
-            labels={"path": f"L{sl}H{sh} → {result.component}",
+            labels={"path": f"{result.label} → {result.component}",
                     "direct": float(result.direct_to_logits)})
         if self.view_combo.currentData() != "path":
             self.view_combo.setCurrentIndex(2)
@@ -351,8 +352,8 @@ class PatchingPanel(QWidget):
         if result.kind == "path":
             sl_sh = result.labels["path"]
             self.summary.setText(
-                f"Path patching {sl_sh} of later heads (grey: not after the sender), "
-                f"{result.seconds:.2f} s. Sender → logits directly: "
+                f"Path patching {sl_sh} of later heads (grey: not after a sender), "
+                f"{result.seconds:.2f} s. Senders → logits directly: "
                 f"{result.labels['direct']:.3f}. {metric_label}: clean "
                 f"{result.clean_value:.3f}, corrupted {result.corrupted_value:.3f}.")
             return
@@ -430,11 +431,25 @@ class PatchingPanel(QWidget):
         item = self.cell_plan_item(row, col)
         return component_mime([item]) if item is not None else None
 
+    def _toggled_senders(self, head: tuple[int, int]) -> list[tuple[int, int]]:
+        """A plain click picks one sender; Ctrl+click adds the head, or removes it."""
+        if not QApplication.keyboardModifiers() & Qt.KeyboardModifier.ControlModifier:
+            return [head]
+        if head in self.senders:
+            return [s for s in self.senders if s != head] or [head]
+        return sorted([*self.senders, head])
+
+    def set_senders(self, senders: list[tuple[int, int]]) -> None:
+        self.senders = list(senders)
+        names = " + ".join(f"L{sl}H{sh}" for sl, sh in self.senders)
+        self.path_button.setText(f"Path patch {names}" if len(self.senders) < 4
+                                 else f"Path patch {len(self.senders)} senders")
+        self.path_button.setToolTip(f"Senders: {names}. {PATH_TIP}")
+
     def _cell_clicked(self, row: int, col: int) -> None:
         idx = self.cell_index(row, col)
         if idx:
             self.heatmap.set_overlay("selected", (col, row, 1, 1), "#000000", width=2)
             if "head" in idx and "layer" in idx:
-                self.sender = (int(idx["layer"]), int(idx["head"]))
-                self.path_button.setText(f"Path patch L{self.sender[0]}H{self.sender[1]}")
+                self.set_senders(self._toggled_senders((int(idx["layer"]), int(idx["head"]))))
             self.sig_cell_clicked.emit(idx)

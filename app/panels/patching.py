@@ -73,11 +73,11 @@ class PatchingBinding(PanelBinding):
                                on_result=self.widget.set_estimate, on_error=self._on_error,
                                grad=True)
 
-    def path_patch(self, layer: int, head: int, component: str) -> None:
+    def path_patch(self, senders, component: str) -> None:
         if self.controller.model_info is None:
             return
-        request = PathPatchRequest(self.prompt_pairs(), layer, head, component,
-                                   self.widget.metric_name())
+        request = PathPatchRequest(self.prompt_pairs(), tuple(tuple(s) for s in senders),
+                                   component, self.widget.metric_name())
         self.widget.show_message("")
         self.controller.submit(self.channel + ".path", run_path_patching, request,
                                on_result=self.widget.set_path_result, on_error=self._on_error)

@@ -254,12 +254,26 @@ def test_path_patching_from_a_clicked_head(qtbot, window):
         qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
     qtbot.mouseClick(panel.heatmap.graphics.viewport(), Qt.MouseButton.LeftButton,
                      pos=panel.heatmap.data_to_widget(1.5, 0.5))
-    assert panel.sender == (0, 1) and "L0H1" in panel.path_button.text()
+    assert panel.senders == [(0, 1)] and "L0H1" in panel.path_button.text()
+    # Ctrl+click adds a second sender, in the same layer.
+    qtbot.mouseClick(panel.heatmap.graphics.viewport(), Qt.MouseButton.LeftButton,
+                     Qt.KeyboardModifier.ControlModifier,
+                     pos=panel.heatmap.data_to_widget(3.5, 0.5))
+    assert panel.senders == [(0, 1), (0, 3)] and "L0H1 + L0H3" in panel.path_button.text()
     with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
                           check_params_cb=lambda ch: ch == "patching.path"):
         qtbot.mouseClick(panel.path_button, Qt.MouseButton.LeftButton)
     values = panel.path.values
     assert np.isnan(values[0]).all() and np.isfinite(values[1]).all()
+    # The heatmap shows the engine's numbers for these two senders.
+    from engine.jobs import Context
+    from engine.path_patching import PathPatchRequest, run_path_patching
+
+    ref = run_path_patching(window.controller._worker.host,
+                            PathPatchRequest(binding(window).prompt_pairs(), ((0, 1), (0, 3)), "q"),
+                            Context())
+    np.testing.assert_allclose(values[1:], ref.receivers[1:], atol=1e-6)
+    assert "L0H1 + L0H3" in panel.summary.text()
     assert panel.view_combo.currentData() == "path"
     assert "logits directly" in panel.summary.text()
 

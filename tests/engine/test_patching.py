@@ -292,27 +292,3 @@ def test_verify_top_k_computes_only_those_cells(tiny_host):
     np.testing.assert_allclose(part.values.ravel()[list(cells)], full.values.ravel()[list(cells)],
                                atol=1e-6)
     assert correlation(full.values, full.values) == pytest.approx(1.0)
-
-
-# -- path patching ------------------------------------------------------------------------------------
-@torch.inference_mode()
-def test_path_patching_direct_to_logits_and_receivers(tiny_host):
-    from engine.path_patching import PathPatchRequest, run_path_patching
-
-    res = run_path_patching(tiny_host, PathPatchRequest((SHORT,), 0, 1, "v"), Context())
-    assert np.isnan(res.receivers[0]).all() and np.isfinite(res.receivers[1]).all()
-    # The direct path to the logits, independently: add the head's write at ln_final's input.
-    pb = prepare_pairs(tiny_host, (SHORT,))
-    metric = Metric("logit_diff_norm", pb)
-    model = tiny_host.model
-    rows = torch.arange(1)
-    cl, cc = model.run_with_cache(pb.clean)
-    co, rc = model.run_with_cache(pb.corrupted)
-    metric.set_baselines(cl[rows, pb.positions], co[rows, pb.positions])
-    z = "blocks.0.attn.hook_z"
-    delta = (cc[z][:, :, 1] - rc[z][:, :, 1]) @ model.blocks[0].attn.W_O[1]
-    logits = model.run_with_hooks(pb.corrupted, fwd_hooks=[("ln_final.hook_in",
-                                                            lambda x, hook: x + delta)])
-    assert res.direct_to_logits == pytest.approx(float(metric.full_logits_fn()(logits)), abs=1e-4)
-    with pytest.raises(InputError, match="does not exist"):
-        run_path_patching(tiny_host, PathPatchRequest((SHORT,), 5, 0), Context())
