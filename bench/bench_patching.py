@@ -2,7 +2,8 @@
 
     python bench/bench_patching.py [--device cpu|cuda] [--skip-long] [--memory]
 
-Prints, per model: the head sweep (layer x head, all positions) against
+Prints, per model: path patching from one sender head against ``get_act_patch_direct_path``, the
+head sweep (layer x head, all positions) against
 ``get_act_patch_attn_head_out_all_pos`` and the block sweep (resid_pre / attn_out / mlp_out by
 layer x position) against ``get_act_patch_block_every``, their ratios, and the largest difference
 between the two (they must agree within 1e-4). ``--memory`` runs a 1024-token prompt on a 12-layer
@@ -32,6 +33,7 @@ from engine.host import load_host  # noqa: E402
 from engine.jobs import Context  # noqa: E402
 from engine.model_sources import BUNDLED_DIR, ModelSpec  # noqa: E402
 from engine.patching import Metric, PromptPair, SweepRequest, prepare_pairs, run_sweep  # noqa: E402
+from engine.path_patching import PathPatchRequest, run_path_patching  # noqa: E402
 
 WORDS = " the cat sat on a mat and then the dog ran to the park with John and Mary".split()
 
@@ -102,6 +104,17 @@ def bench_model(host, label: str, n_tokens: int, skip_long: bool,
     diff = float((torch.as_tensor(ours.values) - ref.cpu()).abs().max())
     print(f"head sweep (layer x head, all pos): ours {t_ours:.2f}s ({ours.chunk_size} variants "
           f"per forward)  TL {t_tl:.2f}s  ratio {t_tl / t_ours:.1f}x  max|diff| {diff:.1e}")
+
+    # Path patching from L0H0 into every later head's q: batched vs one forward per receiver.
+    corr_cache = model.run_with_cache(pb.corrupted)[1]
+    path, t_path = timed(lambda: run_path_patching(
+        host, PathPatchRequest((pair,), ((0, 0),), "q"), Context()))
+    ref_p, t_tl_p = timed(lambda: tlp.get_act_patch_direct_path(
+        model, pb.corrupted, clean_cache, corr_cache, fn, 0, 0, component="q", verbose=False))
+    diff_p = float((torch.as_tensor(path.receivers[1:]) - ref_p[1:].cpu()).abs().max())
+    print(f"path patching L0H0 -> later heads' q: ours {t_path:.2f}s ({path.forwards} forwards)  "
+          f"TL get_act_patch_direct_path {t_tl_p:.2f}s  ratio {t_tl_p / t_path:.1f}x  "
+          f"max|diff| {diff_p:.1e}")
 
     def block():
         return run_sweep(host, SweepRequest((pair,), "block"), Context()).values

@@ -342,3 +342,23 @@ def test_drag_head_from_attention_grid_onto_plan(qtbot, window, monkeypatch):
     # A press on the grid's margin (no head there) starts nothing.
     qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=end)
     assert attention.head_mime(-1, 0) is None and attention.head_mime(0, 99) is None
+
+
+def test_pattern_by_position_sweep_cells_map_to_plan_items(qtbot, window):
+    """The layer × head × destination-position pattern sweep: rows are (layer, head), columns
+    positions, and a cell's plan item patches that head's pattern row at that position."""
+    panel = binding(window).widget
+    wait_idle(qtbot, window)
+    panel.sweep_combo.setCurrentIndex(panel.sweep_combo.findData("head_pattern_by_pos"))
+    with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
+                          check_params_cb=lambda ch: ch == "patching"):
+        qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    res = panel.result
+    n_layers, n_heads, n_pos = res.values.shape
+    assert res.axes == ("layer", "head", "pos")
+    image = panel.heatmap.image.image
+    assert image.shape == (n_layers * n_heads, n_pos)
+    np.testing.assert_allclose(image[1 * n_heads + 2], res.values[1, 2], equal_nan=True)
+    item = panel.cell_plan_item(1 * n_heads + 2, n_pos - 1)
+    assert item == {"component": "pattern", "layer": 1, "index": 2, "positions": [n_pos - 1]}
+    assert np.isfinite(res.values).all() and np.ptp(res.values) > 0

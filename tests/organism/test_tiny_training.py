@@ -143,3 +143,32 @@ def test_batches_are_deterministic_and_start_with_bos():
     xa, xb = a.next(), b.next()
     assert torch.equal(xa, xb)
     assert xa.shape == (4, 32) and (xa[:, 0] == 0).all()
+
+
+def test_induction_hint_loss_is_smallest_at_the_induction_pattern():
+    """The hint's target: from each token, the positions right after its earlier occurrences."""
+    seg = torch.tensor([5, 9, 7, 3])
+    x = torch.cat([torch.tensor([0]), seg, seg])[None]  # BOS a b c d a b c d
+    n = x.shape[1]
+    target = torch.zeros(1, n, n)
+    for t in range(5, n):  # second copy: token at t first occurred at t - 4; attend to t - 3
+        target[0, t, t - 3] = 1.0
+    uniform = torch.ones(1, n, n).tril()
+    uniform = uniform / uniform.sum(-1, keepdim=True)
+    at_target = train.induction_hint_loss(x, target * 0.999 + uniform * 0.001)
+    assert float(at_target) < 0.01
+    assert float(train.induction_hint_loss(x, uniform)) > 1.0
+    # No earlier occurrence anywhere: nothing to learn, zero loss (and a gradient of zero).
+    fresh = torch.arange(1, 9)[None]
+    assert float(train.induction_hint_loss(fresh, uniform[:, :8, :8])) == 0.0
+
+
+def test_tiny_run_with_the_induction_hint(tmp_path, capsys):
+    out = tmp_path / "hinted"
+    _train(["--out", str(out), "--steps", "3", "--warmup", "1", "--random-frac", "1.0",
+            "--seg", "4", "8", "--repeats", "2", "4", "--hint-weight", "0.3", "--hint-steps", "2",
+            "--hint-head", "1", "0"])
+    assert json.loads((out / "training_state.json").read_text())["step"] == 3
+    steps = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
+    assert len(steps) == 3
+    assert all(" hint " in ln for ln in steps[:2]) and " hint " not in steps[2]

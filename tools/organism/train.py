@@ -60,6 +60,8 @@ class Batches:
         random_frac: float,
         seed: int,
         cycle_frac: float = 0.0,
+        seg: tuple[int, int] = (8, 60),
+        repeats: tuple[int, int] = (2, 3),
     ) -> None:
         self.docs = doc_ids
         self.vocab = vocab_size
@@ -67,6 +69,8 @@ class Batches:
         self.batch = batch
         self.random_frac = random_frac
         self.cycle_frac = cycle_frac
+        self.seg = seg
+        self.repeats = repeats
         self.rng = random.Random(seed)
         self.buf: list[int] = []
         self.order: list[int] = []
@@ -88,8 +92,8 @@ class Batches:
             return self._cycle_tokens(n)
         out: list[int] = []
         while len(out) < n:
-            seg = [self.rng.randrange(1, self.vocab) for _ in range(self.rng.randint(8, 60))]
-            out.extend(seg * self.rng.randint(2, 3))
+            seg = [self.rng.randrange(1, self.vocab) for _ in range(self.rng.randint(*self.seg))]
+            out.extend(seg * self.rng.randint(*self.repeats))
         return out[:n]
 
     def _cycle_tokens(self, n: int) -> list[int]:
@@ -106,12 +110,27 @@ class Batches:
 
     def next(self) -> torch.Tensor:
         rows = []
+        self.last_random = []  # which rows of this batch are random-token rows
         for _ in range(self.batch):
-            body = (
-                self._random_tokens if self.rng.random() < self.random_frac else self._text_tokens
-            )(self.seq_len - 1)
+            is_random = self.rng.random() < self.random_frac
+            body = (self._random_tokens if is_random else self._text_tokens)(self.seq_len - 1)
             rows.append([0] + body)
+            self.last_random.append(is_random)
         return torch.tensor(rows, dtype=torch.long)
+
+
+def induction_hint_loss(x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy between one head's attention [batch, q, k] and the induction target: from each
+    token, uniform attention over the positions right after its earlier occurrences (rows with
+    no earlier occurrence are skipped). Used for a short first phase only (``--hint-steps``)."""
+    prev = torch.cat([torch.full_like(x[:, :1], -1), x[:, :-1]], dim=1)  # prev[:, j] = x[:, j-1]
+    causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).tril()
+    target = (x[:, :, None] == prev[:, None, :]) & causal
+    has = target.any(-1)
+    if not bool(has.any()):
+        return attn.sum() * 0.0
+    target = target.float() / target.float().sum(-1, keepdim=True).clamp(min=1.0)
+    return -(target * (attn + 1e-9).log()).sum(-1)[has].mean()
 
 
 def lr_at(step: int, args: argparse.Namespace) -> float:
@@ -156,6 +175,19 @@ def quick_eval(model, tok) -> dict:
     ar = torch.arange(len(ioi))
     res["ioi_top1"] = (lg.argmax(-1) == io).float().mean().item()
     res["ioi_logit_diff"] = (lg[ar, io] - lg[ar, s]).mean().item()
+    # Repeated random tokens (50, twice): loss on each half and the best induction attention.
+    g = torch.Generator().manual_seed(0)
+    rand = torch.randint(1, model.config.vocab_size, (8, 50), generator=g)
+    toks = torch.cat([torch.zeros(8, 1, dtype=torch.long), rand, rand], dim=1)
+    out = model(toks, output_attentions=True)
+    nll = F.cross_entropy(out.logits[:, :-1].transpose(1, 2), toks[:, 1:], reduction="none")
+    res["rep_loss_first"] = nll[:, 1:50].mean().item()
+    res["rep_loss_second"] = nll[:, 51:].mean().item()
+    if out.attentions:  # empty under sdpa: only eager attention returns weights
+        res["induction"] = max(a.diagonal(-49, dim1=-2, dim2=-1).mean((0, -1)).max().item()
+                               for a in out.attentions)
+        res["prev_token"] = max(a.diagonal(-1, dim1=-2, dim2=-1).mean((0, -1)).max().item()
+                                for a in out.attentions)
     model.train()
     return res
 
@@ -202,6 +234,17 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="of the random-token sequences, the fraction that are repeated random pairs",
     )
+    ap.add_argument("--seg", type=int, nargs=2, default=(8, 60), metavar=("MIN", "MAX"),
+                    help="length range of a repeated random segment")
+    ap.add_argument("--repeats", type=int, nargs=2, default=(2, 3), metavar=("MIN", "MAX"),
+                    help="how many times a random segment is written (more: a stronger "
+                         "in-context copying signal per sequence)")
+    ap.add_argument("--hint-weight", type=float, default=0.0,
+                    help="weight of the induction attention hint on the random-token rows")
+    ap.add_argument("--hint-steps", type=int, default=0,
+                    help="apply the induction hint for this many first steps only")
+    ap.add_argument("--hint-head", type=int, nargs=2, default=(1, 1), metavar=("LAYER", "HEAD"),
+                    help="the head the hint is applied to")
     ap.add_argument(
         "--init-from",
         type=Path,
@@ -256,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     if args.init_from:
-        model = GPT2LMHeadModel.from_pretrained(str(args.init_from))
+        model = GPT2LMHeadModel.from_pretrained(str(args.init_from), attn_implementation="eager")
         if model.config.vocab_size != vocab:
             raise SystemExit(
                 f"{args.init_from} has vocab {model.config.vocab_size}, corpus {vocab}"
@@ -268,7 +311,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{args.init_from} was trained with a different tokenizer")
         print(f"initialised from {args.init_from}", flush=True)
     else:
-        model = GPT2LMHeadModel(build_config(vocab, args))
+        config = build_config(vocab, args)
+        config._attn_implementation = "eager"  # monitoring reads attention weights
+        model = GPT2LMHeadModel(config)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"model: {args.n_layer} layers, d_model {args.d_model}, {args.n_head} heads, {n_params} params",
@@ -293,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
         args.random_frac,
         args.seed + 1 if args.batch_seed is None else args.batch_seed,
         args.cycle_frac,
+        tuple(args.seg),
+        tuple(args.repeats),
     )
     model.train()
     t_train = time.time()
@@ -319,10 +366,20 @@ def main(argv: list[str] | None = None) -> None:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args)
         x = batches.next()
-        logits = model(x).logits
+        hint_on = args.hint_weight > 0 and step < args.hint_steps and any(batches.last_random)
+        out = model(x, output_attentions=hint_on)
+        logits = out.logits
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+        hint = None
+        if hint_on:
+            layer, head = args.hint_head
+            rows = torch.tensor(batches.last_random)
+            hint = induction_hint_loss(x[rows], out.attentions[layer][rows, head])
+            loss_total = loss + args.hint_weight * hint
+        else:
+            loss_total = loss
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
@@ -331,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
             tps = (step + 1) * x.numel() / el
             print(
                 f"step {step} loss {loss.item():.4f} ema {ema:.4f} lr {lr_at(step, args):.2e} "
-                f"tok/s {tps:.0f} elapsed {el / 60:.1f}m epoch {batches.epoch}",
+                f"tok/s {tps:.0f} elapsed {el / 60:.1f}m epoch {batches.epoch}"
+                + (f" hint {hint.item():.3f}" if hint is not None else ""),
                 flush=True,
             )
         if (step + 1) % args.ckpt_every == 0 and step + 1 < args.steps:
