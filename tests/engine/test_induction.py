@@ -365,9 +365,6 @@ def test_bundled_scores_equal_detect_head(bundled_host):
 
 @pytest.mark.skipif(not _organism_trained(), reason="the organism is still training (its "
                     "training_state.json is not final): induction heads may not have formed")
-@pytest.mark.xfail(strict=True, reason="known gap (issue 3): the shipped organism formed no "
-                   "induction head (best score 0.02); strict, so a retrained organism that has "
-                   "them turns this into a failure to remove the mark")
 def test_bundled_organism_has_causal_induction_heads(bundled_host):
     res = scan(bundled_host, seq_len=40, batch=16, seed=0)
     ind = res.repeated["induction"]
