@@ -38,24 +38,31 @@ from engine.path_patching import PathPatchRequest, run_path_patching  # noqa: E4
 WORDS = " the cat sat on a mat and then the dog ran to the park with John and Mary".split()
 
 
-def pair_of_length(host, n_tokens: int) -> PromptPair:
-    """A clean/corrupted pair of exactly ``n_tokens`` tokens (BOS included) for any tokenizer."""
+def pair_of_length(host, n_tokens: int, where: str = "last") -> PromptPair:
+    """A clean/corrupted pair of exactly ``n_tokens`` tokens (BOS included) for any tokenizer,
+    differing in one name (" John" / " Mary") placed ``where``: "first" (right after BOS),
+    "middle" or "last". Patched runs only need recomputing from the differing position on, so the
+    three regimes bracket what the batched sweeps gain."""
     def count(text: str) -> int:
         return int(host.model.to_tokens(text).shape[-1])
 
-    lo, hi = 1, 4 * n_tokens  # most words are at least one token: bisect the word count
+    def build(n_words: int, name: str) -> str:
+        words = [WORDS[i % len(WORDS)] for i in range(n_words)]
+        k = {"first": 0, "middle": n_words // 2, "last": n_words}[where]
+        return " " + " ".join(words[:k] + [name.strip()] + words[k:])
+
+    lo, hi = 0, 4 * n_tokens  # most words are at least one token: bisect the word count
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if count(" ".join(WORDS[i % len(WORDS)] for i in range(mid))) <= n_tokens - 1:
+        if count(build(mid, " John")) <= n_tokens:
             lo = mid
         else:
             hi = mid - 1
-    text = " ".join(WORDS[i % len(WORDS)] for i in range(lo))
-    while count(text) < n_tokens - 1:
-        text += "."
-    clean, corrupted = text + " John", text + " Mary"
+    clean, corrupted = build(lo, " John"), build(lo, " Mary")
+    while count(clean) < n_tokens:
+        clean, corrupted = clean + ".", corrupted + "."
     if count(clean) != count(corrupted) or count(clean) != n_tokens:
-        clean, corrupted = text[:-1] + "." if text.endswith(".") else text, text
+        raise SystemExit(f"could not build a {n_tokens}-token pair ({where}) for this tokenizer")
     answers = [t for t in (" Mary", " John", " the", " a") if
                host.model.to_tokens(t, prepend_bos=False).shape[-1] == 1]
     return PromptPair(clean, corrupted, answers[0], answers[1])
@@ -81,9 +88,16 @@ def timed(fn, repeats: int | None = None):
 @torch.inference_mode()
 def bench_model(host, label: str, n_tokens: int, skip_long: bool,
                 max_tl_forwards: int = 300) -> None:
+    for where in ("last", "middle", "first"):
+        bench_pair(host, label, pair_of_length(host, n_tokens, where), where, skip_long,
+                   max_tl_forwards)
+
+
+@torch.inference_mode()
+def bench_pair(host, label: str, pair: PromptPair, where: str, skip_long: bool,
+               max_tl_forwards: int) -> None:
     from transformer_lens import patching as tlp
 
-    pair = pair_of_length(host, n_tokens)
     pb = prepare_pairs(host, (pair,))
     metric = Metric("logit_diff_norm", pb)
     rows = torch.arange(1, device=host.device)
@@ -93,8 +107,10 @@ def bench_model(host, label: str, n_tokens: int, skip_long: bool,
     metric.set_baselines(clean_logits[rows, pb.positions], corr_logits[rows, pb.positions])
     fn = metric.full_logits_fn()
     n = int(pb.clean.shape[-1])
+    first = int((pb.clean != pb.corrupted).nonzero()[0, 1])
     print(f"\n== {label}: {host.info.n_layers}L x {host.info.n_heads}H, d_model "
-          f"{host.info.d_model}, {n} tokens, {host.device} ==")
+          f"{host.info.d_model}, {n} tokens, {host.device}; the prompts differ at position "
+          f"{first} ({where}) ==")
     # Warm up both paths once (allocator, lazy init).
     run_sweep(host, SweepRequest((pair,), "head_out"), Context())
 

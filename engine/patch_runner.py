@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.jobs import JobContext
+from engine.suffix_forward import PREFIX_NAMES, SuffixForward, hook_kind, narrow_patch
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class PatchRunner:
         self.base_tokens = base_toks
         self.names = names = set(hook_names)
         resid = {f"blocks.{layer}.hook_resid_pre" for layer in range(self.n_layers)}
+        if start_at_layer:  # the suffix forward reads the prefix's keys and values
+            resid |= {f"blocks.{layer}.{kind}" for layer in range(self.n_layers)
+                      for kind in PREFIX_NAMES}
         src_logits, src_cache = model.run_with_cache(src_toks, names_filter=lambda n: n in names)
         ctx.check_cancelled()
         captured: dict = {}
@@ -99,7 +103,16 @@ class PatchRunner:
         if start_at_layer and key not in known:
             known[key] = self._blocks_are_exact()
         self.start_at_layer = start_at_layer and known[key]
+        self._first_diff: dict[tuple[str, str], int] = {}
+        self.suffix = None
+        if self.start_at_layer:
+            suffix = SuffixForward(model, self.base, self.n_pairs)
+            known_suffix = host.__dict__.setdefault("_patching_suffix_exact", {})
+            if key not in known_suffix:
+                known_suffix[key] = self._suffix_is_exact(suffix)
+            self.suffix = suffix if known_suffix[key] else None
         self.forwards = 0
+        self.positions_computed = 0  # variant-positions run through the blocks (for benchmarks)
 
     # -- sizes ------------------------------------------------------------------------------------
     def act_size(self, name: str, dim: int) -> int:
@@ -129,6 +142,38 @@ class PatchRunner:
         want = self.base_final.repeat(n, 1).float()
         tol = 1e-4 * max(1.0, float(want.abs().max()))
         return bool(torch.isfinite(out).all()) and float((out.float() - want).abs().max()) <= tol
+
+    def _suffix_is_exact(self, suffix: SuffixForward) -> bool:
+        """Does the suffix forward (no patches) reproduce the base run's final logits?"""
+        p0 = int(self._pos.min())
+        if p0 <= 0:
+            return False
+        try:
+            out = suffix([0], {}, p0, self._pos)
+        except Exception:  # noqa: BLE001 - any failure means: not this model's block form
+            return False
+        want = self.base_final.float()
+        tol = 1e-4 * max(1.0, float(want.abs().max()))
+        return bool(torch.isfinite(out).all()) and float((out.float() - want).abs().max()) <= tol
+
+    def first_diff(self, name: str, source: str) -> int:
+        """The first position where a patch source differs from the base run (n_pos: nowhere)."""
+        key = (name, source)
+        if key not in self._first_diff:
+            kind = hook_kind(name)
+            if kind is None:
+                self._first_diff[key] = 0
+            else:
+                from engine.suffix_forward import POS_AXIS
+
+                axis = 1 + POS_AXIS[kind]
+                differs = self.sources[source][name] != self.base[name]
+                other = [d for d in range(differs.ndim) if d != axis]
+                per_pos = differs.any(dim=other[0]) if len(other) == 1 else \
+                    differs.permute(axis, *other).reshape(differs.shape[axis], -1).any(-1)
+                hits = torch.nonzero(per_pos)
+                self._first_diff[key] = int(hits[0]) if len(hits) else int(per_pos.shape[0])
+        return self._first_diff[key]
 
     def _forward_from(self, starts: list[int], hooks: list) -> torch.Tensor:
         """Final-position logits [V * B, vocab] of stacked variants sorted by start layer.
@@ -162,7 +207,13 @@ class PatchRunner:
         return logits[rows, self._pos.repeat(n_variants)]
 
     def _hooks(self, group: list[Variant], active: dict[int, int] | None) -> list:
-        """One hook per (hook name, source) with a [V, 1, ...] mask of what each variant patches.
+        """TransformerLens hooks for :meth:`_masks`."""
+        return [(name, _where_hook(mask, values, self.n_pairs))
+                for name, _source, mask, values in self._masks(group, active)]
+
+    def _masks(self, group: list[Variant], active: dict[int, int] | None) -> list:
+        """One (name, source, mask, values) per (hook name, source); the [V, 1, ...] mask says
+        what each variant patches.
 
         ``active[layer]`` is how many variants are in the batch at that layer (staircase), or
         None when every variant runs every layer.
@@ -189,8 +240,7 @@ class PatchRunner:
                     axis[slice(None) if reduced[d] else sel[d]] = True
                     m = m & axis.reshape([size if i == d else 1 for i in range(len(dims))])
                 mask[v_idx, 0] |= m
-            values = self.sources[source][name]
-            hooks.append((name, _where_hook(mask, values, self.n_pairs)))
+            hooks.append((name, source, mask, self.sources[source][name]))
         return hooks
 
     def run(self, group: list[Variant]) -> torch.Tensor:
@@ -205,11 +255,35 @@ class PatchRunner:
             s_sorted = [starts[i] for i in order]
             active = {layer: sum(1 for s in s_sorted if s <= layer)
                       for layer in range(self.n_layers)}
-            values = self.metric(self._forward_from(s_sorted, self._hooks(ordered, active)))
+            masks = self._masks(ordered, active)
+            p0 = self._suffix_start(masks)
+            if p0 > 0:
+                patches = {name: _where_hook(*narrow_patch(name, mask, values, p0), self.n_pairs)
+                           for name, _source, mask, values in masks}
+                final = self.suffix(s_sorted, patches, p0, self._pos)
+                self.positions_computed += len(group) * (self.n_pos - p0)
+            else:
+                final = self._forward_from(s_sorted, [(n, _where_hook(m, v, self.n_pairs))
+                                                      for n, _s, m, v in masks])
+                self.positions_computed += len(group) * self.n_pos
+            values = self.metric(final)
             out = torch.empty_like(values)
             out[torch.tensor(order, device=values.device)] = values
             return out
+        self.positions_computed += len(group) * self.n_pos
         return self.metric(self._forward_full(len(group), self._hooks(group, None)))
+
+    def _suffix_start(self, masks: list) -> int:
+        """Where the suffix forward may start for these patches (0: it may not be used)."""
+        if self.suffix is None or not masks:
+            return 0
+        names = {name for name, *_ in masks}
+        if len(names) != len(masks):  # two sources for one hook: the full path composes them
+            return 0
+        if any(hook_kind(name) is None for name in names):
+            return 0
+        p0 = min(self.first_diff(name, source) for name, source, *_ in masks)
+        return min(p0, int(self._pos.min()))
 
 
 def _full(sel) -> bool:

@@ -292,3 +292,19 @@ def test_verify_top_k_computes_only_those_cells(tiny_host):
     np.testing.assert_allclose(part.values.ravel()[list(cells)], full.values.ravel()[list(cells)],
                                atol=1e-6)
     assert correlation(full.values, full.values) == pytest.approx(1.0)
+
+
+def test_only_positions_after_the_first_difference_are_recomputed(shaped_host):
+    """Pairs that agree up to a position: patched runs recompute only the positions from there
+    (the suffix forward, checked against the full forward per model), same numbers as TL."""
+    early = PromptPair("John gave a drink to Mary and then went home, and", "Mary gave a drink "
+                       "to Mary and then went home, and", " John", " Mary")
+    for pairs in ([IOI, IOI2], [early]):
+        shaped_host.__dict__.pop("_patching_runner", None)  # a fresh runner: count from zero
+        ours = check(shaped_host, pairs, "head_out")
+        runner = shaped_host.__dict__["_patching_runner"][1]
+        assert runner.suffix is not None
+        pb = prepare_pairs(shaped_host, pairs)
+        first = int((pb.clean != pb.corrupted).any(0).nonzero()[0])
+        per_variant = runner.positions_computed / ours.total
+        assert per_variant == runner.n_pos - first  # only the suffix, for every variant
