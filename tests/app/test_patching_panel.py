@@ -242,7 +242,8 @@ def test_attribution_estimate_beside_exact_and_verify_top_k(qtbot, window):
     verified = panel.exact
     top = np.argsort(-np.abs(est.values.ravel()))[:3]
     assert np.isfinite(verified.values).sum() == 3
-    np.testing.assert_allclose(verified.values.ravel()[top], exact.values.ravel()[top], atol=1e-6)
+    # Same numbers; other batch compositions round differently in float32 (1e-4 is the spec).
+    np.testing.assert_allclose(verified.values.ravel()[top], exact.values.ravel()[top], atol=1e-5)
 
 
 def test_path_patching_from_a_clicked_head(qtbot, window):
