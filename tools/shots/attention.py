@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tools.shots.common import ROOT, open_window, wait
 
-PROMPT = ("When Mary and John went to the park, John gave a ball to Mary. "
-          "When Mary and John went to the park, John gave a ball to")
+PROMPT = ("The king saw a blue river near the old stone bridge and a green lamp. "
+          "The king saw a blue river near the old stone bridge and a green lamp.")
 
 
 
