@@ -44,7 +44,7 @@ def pair_of_length(host, n_tokens: int, where: str = "last") -> PromptPair:
     "middle" or "last". Patched runs only need recomputing from the differing position on, so the
     three regimes bracket what the batched sweeps gain."""
     def count(text: str) -> int:
-        return int(host.model.to_tokens(text).shape[-1])
+        return int(host.model.to_tokens(text, truncate=False).shape[-1])
 
     def build(n_words: int, name: str) -> str:
         words = [WORDS[i % len(WORDS)] for i in range(n_words)]
@@ -154,7 +154,7 @@ def bench_pair(host, label: str, pair: PromptPair, where: str, skip_long: bool,
 def memory_child(folder: str, device: str) -> None:
     """Run in a fresh process: sweeps on a 1024-token prompt; print peak memory as JSON."""
     host = load_host(ModelSpec("folder", folder, device))
-    pair = pair_of_length(host, 1024)
+    pair = pair_of_length(host, 1024, "first")  # the worst case: every position recomputed
     out = {}
     rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731 (MiB)
     out["rss_after_load_mib"] = round(rss(), 1)
@@ -185,7 +185,7 @@ def memory_child(folder: str, device: str) -> None:
             r = run_sweep(host, SweepRequest((pair,), kind), ctx)
             out[kind] = f"complete, {r.chunk_size} variants per chunk"
         except Exception as exc:  # noqa: BLE001 - the planned cancel
-            out[kind] = f"stopped after 3 chunks ({type(exc).__name__})"
+            out[kind] = f"stopped after 3 chunks ({type(exc).__name__}: {exc})"
         out[kind + "_s"] = round(time.perf_counter() - t0, 2)
     out["peak_after_sweeps_mib"] = round(rss(), 1)
     if device == "cuda":
