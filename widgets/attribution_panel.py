@@ -8,12 +8,10 @@ bars and each prompt as a dot; a combo box shows any single prompt instead.
 
 from __future__ import annotations
 
-import math
 from html import escape
 
 import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QApplication,
@@ -34,178 +32,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from widgets.attribution_labels import component_description, layer_of_label, lens_description
 from widgets.bar_chart import BarChart
+from widgets.head_heatmap import HeadHeatmap
 from widgets.token_strip import visible
 
 N_QUICK = 8
 N_TOP_HEADS = 16
-DIVERGING = pg.ColorMap([0.0, 0.5, 1.0], [(33, 102, 172), (247, 247, 247), (178, 24, 43)])
 IOI_EXAMPLES = (
     "When John and Mary went to the store, John gave a drink to | Mary | John",
     "When Alice and Bob walked to the park, Alice gave a ball to | Bob | Alice",
     "When Tom and Anna went to the house, Tom gave a book to | Anna | Tom",
     "When Mary and John went to the school, Mary gave a bag to | John | Mary",
 )
-LENS_HELP = {
-    "pre": "the residual stream entering layer {l}",
-    "mid": "after layer {l}'s attention, before its MLP",
-}
-
-
-def layer_of_label(label: str) -> tuple[int, int] | None:
-    """(layer, head) that a bar label names; head -1 is a whole layer; None for embeddings.
-
-    "L3H7" -> (3, 7); "3_attn_out", "3_mlp_out", "3_mid" -> (3, -1); "3_pre" -> (2, -1) (the
-    stream just after layer 2); "final_post" -> None (the caller maps it to the last layer).
-    """
-    if label.startswith("L") and "H" in label:
-        layer, _, head = label[1:].partition("H")
-        if layer.isdigit() and head.isdigit():
-            return int(layer), int(head)
-    first = label.split("_", 1)[0]
-    if first.isdigit():
-        layer = int(first)
-        if label.endswith("_pre"):
-            return (layer - 1, -1) if layer > 0 else None
-        return layer, -1
-    return None
-
-
-def lens_description(label: str, n_layers: int) -> str:
-    if label == "final_post":
-        return "the final residual stream (the model's own prediction)"
-    first, _, kind = label.partition("_")
-    if first.isdigit() and kind in LENS_HELP:
-        if label == "0_pre":
-            return "embeddings only (input to layer 0)"
-        return LENS_HELP[kind].format(l=int(first))
-    return label
-
-
-def component_description(label: str) -> str:
-    if label == "embed":
-        return "token embedding"
-    if label == "pos_embed":
-        return "positional embedding"
-    first, _, kind = label.partition("_")
-    if kind == "attn_out":
-        return f"layer {first} attention output (all heads + b_O)"
-    if kind == "mlp_out":
-        return f"layer {first} MLP output"
-    return label
-
-
-class HeadHeatmap(QWidget):
-    """Layers × heads image with a symmetric diverging colour bar; click a cell to select it."""
-
-    sig_head_clicked = Signal(int, int)
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.view = pg.GraphicsLayoutWidget()
-        self.view.setBackground("w")
-        self.plot = self.view.addPlot()
-        self.plot.setMenuEnabled(False)
-        self.plot.hideButtons()
-        self.plot.vb.setMouseEnabled(x=False, y=False)
-        self.plot.invertY(True)
-        self.plot.setLabel("left", "layer")
-        self.plot.setLabel("bottom", "head")
-        for name in ("left", "bottom"):
-            self.plot.getAxis(name).setTextPen(pg.mkPen("#222"))
-            self.plot.getAxis(name).setPen(pg.mkPen("#444"))
-            self.plot.getAxis(name).enableAutoSIPrefix(False)
-        self.image = pg.ImageItem(axisOrder="row-major")
-        self.plot.addItem(self.image)
-        self.colorbar = pg.ColorBarItem(values=(-1, 1), colorMap=DIVERGING, interactive=False,
-                                        label="direct logit attribution", width=18,
-                                        colorMapMenu=False)
-        self.colorbar.setImageItem(self.image, insert_in=self.plot)
-        self.colorbar.axis.setTextPen(pg.mkPen("#222"))
-        self.colorbar.axis.setPen(pg.mkPen("#444"))
-        self.colorbar.axis.enableAutoSIPrefix(False)
-        self.outline = pg.PlotDataItem(pen=pg.mkPen((255, 170, 0), width=3))
-        self.plot.addItem(self.outline)
-        self.hover_line = QLabel(" ")
-        self.hover_line.setObjectName("heatmapHover")
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.view, 1)
-        lay.addWidget(self.hover_line)
-        self.values = np.zeros((0, 0), dtype=np.float32)
-        self.lower = self.upper = None
-        self.hovered = (-1, -1)
-        self._proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30,
-                                     slot=self._on_moved)
-        self.plot.scene().sigMouseClicked.connect(self._on_clicked)
-
-    def set_data(self, values: np.ndarray, lower=None, upper=None) -> None:
-        self.values = np.ascontiguousarray(values, dtype=np.float32)
-        self.lower, self.upper = lower, upper
-        n_layers, n_heads = self.values.shape
-        m = float(np.nanmax(np.abs(self.values))) if self.values.size else 1.0
-        m = m if m > 0 and math.isfinite(m) else 1.0
-        self.image.setImage(self.values, levels=(-m, m), autoLevels=False)
-        self.image.setRect(0, 0, n_heads, n_layers)
-        self.colorbar.setLevels((-m, m))
-        step_h = max(1, math.ceil(n_heads / 24))
-        step_l = max(1, math.ceil(n_layers / 32))
-        self.plot.getAxis("bottom").setTicks(
-            [[(h + 0.5, str(h)) for h in range(0, n_heads, step_h)]])
-        self.plot.getAxis("left").setTicks(
-            [[(layer + 0.5, str(layer)) for layer in range(0, n_layers, step_l)]])
-        self.plot.setRange(xRange=(0, n_heads), yRange=(0, n_layers), padding=0)
-        self.hover_line.setText(" ")
-
-    def clear(self) -> None:
-        self.values = np.zeros((0, 0), dtype=np.float32)
-        self.lower = self.upper = None
-        self.image.clear()
-        self.outline.setData([], [])
-        self.hover_line.setText(" ")
-
-    def set_highlight(self, layer: int, head: int) -> None:
-        n_layers, n_heads = self.values.shape if self.values.ndim == 2 else (0, 0)
-        if not 0 <= layer < n_layers or head >= n_heads:
-            self.outline.setData([], [])
-            return
-        x0, x1 = (0, n_heads) if head < 0 else (head, head + 1)
-        self.outline.setData([x0, x1, x1, x0, x0], [layer, layer, layer + 1, layer + 1, layer])
-
-    def cell_at(self, scene_pos) -> tuple[int, int]:
-        if self.values.size == 0 or not self.plot.vb.sceneBoundingRect().contains(scene_pos):
-            return -1, -1
-        p = self.plot.vb.mapSceneToView(scene_pos)
-        layer, head = int(math.floor(p.y())), int(math.floor(p.x()))
-        if 0 <= layer < self.values.shape[0] and 0 <= head < self.values.shape[1]:
-            return layer, head
-        return -1, -1
-
-    def cell_point(self, layer: int, head: int):
-        scene = self.plot.vb.mapViewToScene(QPointF(head + 0.5, layer + 0.5))
-        return self.view.mapFromScene(scene)
-
-    def hover_text(self, layer: int, head: int) -> str:
-        if layer < 0:
-            return ""
-        text = f"L{layer}H{head}: {self.values[layer, head]:+.4g}"
-        if self.lower is not None and self.upper is not None:
-            text += f"  (range {self.lower[layer, head]:+.3g} … {self.upper[layer, head]:+.3g})"
-        return text
-
-    def _on_moved(self, event) -> None:
-        cell = self.cell_at(event[0])
-        if cell != self.hovered:
-            self.hovered = cell
-            self.hover_line.setText(self.hover_text(*cell) or " ")
-
-    def _on_clicked(self, event) -> None:
-        if event.button() == Qt.MouseButton.LeftButton:
-            layer, head = self.cell_at(event.scenePos())
-            if layer >= 0:
-                self.sig_head_clicked.emit(layer, head)
-
-
 class AttributionPanel(QWidget):
     """Target inputs, three views, export buttons.
 
