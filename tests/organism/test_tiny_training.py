@@ -172,3 +172,35 @@ def test_tiny_run_with_the_induction_hint(tmp_path, capsys):
     steps = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
     assert len(steps) == 3
     assert all(" hint " in ln for ln in steps[:2]) and " hint " not in steps[2]
+
+
+def test_name_swap_ioi_never_uses_held_out_names():
+    """IOI rows with random whole words as names: the structure of an IOI sentence (each name
+    twice), and no held-out name ever (the held-out IOI evaluation stays held out)."""
+    from tokenizers import Tokenizer
+
+    from engine.model_sources import BUNDLED_DIR
+    from tools.organism import corpus as C
+
+    tok = Tokenizer.from_file(str(BUNDLED_DIR / "tokenizer.json"))
+    swap = train.NameSwapIOI(tok, seed=3, n_sentences=300)
+    vocab = tok.get_vocab()
+    _, held = C.split_names()
+    held_ids = {vocab["\u0120" + n] for n in held if "\u0120" + n in vocab}
+    assert len(held_ids) == len(held) and not held_ids & set(swap.pool)
+    assert len(swap.pool) > 500 and swap.sentences
+    ids = swap.tokens(5000)
+    assert not held_ids & set(ids)
+    # One sentence: the template's tokens, with both slots of each name filled by one new word.
+    import random
+
+    swap.rng = random.Random(0)
+    pick = random.Random(0)
+    a, b = pick.sample(swap.pool, 2)
+    sentence = pick.choice(swap.sentences)
+    got = swap.tokens(len(sentence))
+    assert a != b
+    assert got == [a if t == swap.io else b if t == swap.s else t for t in sentence]
+    assert got.count(a) == 2 and got.count(b) == 2
+    text = tok.decode(swap.tokens(40))
+    assert " gave " in text or " to " in text

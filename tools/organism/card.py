@@ -127,19 +127,23 @@ earlier occurrences; `train.induction_hint_loss`). It supervises where one head 
 model predicts; the copying itself (OV circuit, the use of the head by later layers) is learned by
 the next-token loss. From step {hint_steps} on, training is plain next-token loss, and the induction
 behaviour kept growing under it (see the checkpoints in the log). Stage 4 also uses 40% random rows,
-2 threads and eager attention (the hint reads attention weights). Each stage's log is in
+two threads and eager attention (the hint reads attention weights). Each stage's log is in
 `tools/organism/train.log`.
 
 Stage 4 cost IOI generalisation: on held-out names in held-out templates IO was top-1 45% of the
-time after stage 3 (IO above S 74.5%) and is 7.5% now (IO above S 72%). With a strong induction
-head the model often predicts a training name or " the" (what followed an earlier " to"). IOI on
-held-out names is the target this model does not meet.
+time after stage 3 (IO above S 74.5%) and 7.5% after stage 4 (IO above S 72%): with a strong
+induction head the model often predicted a training name or " the" (what followed an earlier
+" to"). Stage 5 adds **name-swapped IOI rows** (`--name-swap-frac`, `train.NameSwapIOI`): IOI
+sentences of the training templates whose two names are random whole-word tokens ("When river and
+lamp went to the store, river gave a drink to lamp"), so the answer can only come from copying
+the word that occurred once; held-out names are never drawn. The table below is measured after
+stage 5. IOI on held-out names in held-out templates is the target this model does not meet.
 
 All stages: AdamW (betas 0.9/0.95, weight decay {weight_decay} on matrices), linear warmup then
 cosine decay to 10% of the peak learning rate, {batch} sequences x {n_positions} tokens per step,
 gradient clipping 1.0, no dropout, deterministic algorithms, seed {seed}; one thread in stages 1-3. {stages_summary} Total: {total_steps} steps ({total_tokens_m:.1f}M tokens), {total_wall:.0f} min
 wall, {total_cpu:.0f} min CPU. Stages 1-3 ran on one thread on a 2-core machine shared with other work
-(load average up to 8), so their wall time exceeds their CPU time; stage 4 ran on two threads.{over_budget}
+(load average up to 8), so their wall time exceeds their CPU time; stages 4 and 5 ran on two threads.{over_budget}
 
 Reproducibility: the same command and seed give byte-identical corpus and tokenizer (tested); the
 model is deterministic on the same machine and torch build, and within noise elsewhere.
@@ -324,7 +328,8 @@ def write_card(folder: Path, result: dict) -> str:
         hint_head="L{}H{}".format(*re.findall(r"\d+", a.get("hint_head", "(1, 1)"))),
         over_budget=(
             " This is more than the 90 minutes the project set for the whole training: stages 1-3"
-            " were sized to it, and stage 4 was added when they had formed no induction head."
+            " were sized to it; stage 4 was added when they had formed no induction head, and stage"
+            " 5 to win back the IOI generalisation stage 4 had cost."
             if totals["total_wall"] > 90 else ""
         ),
         weight_decay=a["weight_decay"],

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tools.organism import corpus as C
+from tools.organism import wordlists as W
 from tools.organism.corpus import CLASSIC_EXAMPLES, eval_sets, generate_documents
 from tools.organism.tokenizer import save_hf_tokenizer, train_tokenizer
 
@@ -48,6 +50,40 @@ def build_config(vocab_size: int, args: argparse.Namespace):
     )
 
 
+class NameSwapIOI:
+    """IOI sentences of the training templates whose two names are random whole-word tokens.
+
+    The model cannot answer them from a prior over names: it has to copy the token that occurred
+    once. Held-out names (``corpus.split_names``) are never drawn, so the IOI evaluation on
+    held-out names still measures generalisation."""
+
+    def __init__(self, tok_raw, seed: int, n_sentences: int = 2000) -> None:
+        rng = random.Random(seed)
+        vocab = tok_raw.get_vocab()
+        _, held = C.split_names()
+        banned = {vocab.get("\u0120" + n) for n in held} | {vocab.get(n) for n in held}
+        self.pool = sorted(i for t, i in vocab.items() if t.startswith("\u0120")
+                           and t[1:].isalpha() and len(t) > 2 and i not in banned)
+        self.io, self.s = vocab["\u0120John"], vocab["\u0120Mary"]
+        self.sentences = []
+        for _ in range(n_sentences):
+            text = " " + C.render_ioi(rng.choice(C.IOI_TEMPLATES), "John", "Mary",
+                                      rng.choice(W.IOI_PLACES), rng.choice(W.IOI_OBJECTS),
+                                      rng.random() < 0.5)
+            ids = tok_raw.encode(text).ids
+            if ids.count(self.io) == 2 and ids.count(self.s) == 2:
+                self.sentences.append(ids)
+        self.rng = random.Random(seed + 1)
+
+    def tokens(self, n: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < n:
+            a, b = self.rng.sample(self.pool, 2)
+            out.extend(a if t == self.io else b if t == self.s else t
+                       for t in self.rng.choice(self.sentences))
+        return out[:n]
+
+
 class Batches:
     """Deterministic stream of (batch, seq) token tensors."""
 
@@ -62,7 +98,11 @@ class Batches:
         cycle_frac: float = 0.0,
         seg: tuple[int, int] = (8, 60),
         repeats: tuple[int, int] = (2, 3),
+        name_swap: NameSwapIOI | None = None,
+        name_swap_frac: float = 0.0,
     ) -> None:
+        self.name_swap = name_swap
+        self.name_swap_frac = name_swap_frac
         self.docs = doc_ids
         self.vocab = vocab_size
         self.seq_len = seq_len
@@ -112,8 +152,14 @@ class Batches:
         rows = []
         self.last_random = []  # which rows of this batch are random-token rows
         for _ in range(self.batch):
-            is_random = self.rng.random() < self.random_frac
-            body = (self._random_tokens if is_random else self._text_tokens)(self.seq_len - 1)
+            draw = self.rng.random()
+            is_random = draw < self.random_frac
+            if is_random:
+                body = self._random_tokens(self.seq_len - 1)
+            elif self.name_swap is not None and draw < self.random_frac + self.name_swap_frac:
+                body = self.name_swap.tokens(self.seq_len - 1)
+            else:
+                body = self._text_tokens(self.seq_len - 1)
             rows.append([0] + body)
             self.last_random.append(is_random)
         return torch.tensor(rows, dtype=torch.long)
@@ -239,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, nargs=2, default=(2, 3), metavar=("MIN", "MAX"),
                     help="how many times a random segment is written (more: a stronger "
                          "in-context copying signal per sequence)")
+    ap.add_argument("--name-swap-frac", type=float, default=0.0,
+                    help="fraction of rows of IOI sentences with random whole-word tokens as names")
     ap.add_argument("--hint-weight", type=float, default=0.0,
                     help="weight of the induction attention hint on the random-token rows")
     ap.add_argument("--hint-steps", type=int, default=0,
@@ -340,6 +388,8 @@ def main(argv: list[str] | None = None) -> None:
         args.cycle_frac,
         tuple(args.seg),
         tuple(args.repeats),
+        NameSwapIOI(tok_raw, args.seed + 7) if args.name_swap_frac > 0 else None,
+        args.name_swap_frac,
     )
     model.train()
     t_train = time.time()
