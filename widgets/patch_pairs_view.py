@@ -71,6 +71,9 @@ class PairsEditor(QWidget):
         lay.addLayout(top)
         lay.addWidget(self.alignment)
         self.add_pair(*EXAMPLE)
+        # The example needs no "edited" signal: the binding checks the pairs when a model loads
+        # (a late duplicate check would start a job after the window looks idle).
+        self._debounce.stop()
 
     def add_pair(self, clean: str, corrupted: str, answer: str, counterfactual: str) -> None:
         self.pairs_table.blockSignals(True)
