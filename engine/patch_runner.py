@@ -17,7 +17,13 @@ from dataclasses import dataclass
 import torch
 
 from engine.jobs import JobContext
-from engine.suffix_forward import PREFIX_NAMES, SuffixForward, hook_kind, narrow_patch
+from engine.suffix_forward import (
+    POS_AXIS,
+    PREFIX_NAMES,
+    SuffixForward,
+    hook_kind,
+    narrow_patch,
+)
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,8 @@ class PatchRunner:
         self._first_diff: dict[tuple[str, str], int] = {}
         self.suffix = None
         if self.start_at_layer:
-            suffix = SuffixForward(model, self.base, self.n_pairs)
+            suffix = SuffixForward(model, self.base, self.n_pairs,
+                                   lambda: self.ctx.check_cancelled())
             known_suffix = host.__dict__.setdefault("_patching_suffix_exact", {})
             if key not in known_suffix:
                 known_suffix[key] = self._suffix_is_exact(suffix)
@@ -164,13 +171,9 @@ class PatchRunner:
             if kind is None:
                 self._first_diff[key] = 0
             else:
-                from engine.suffix_forward import POS_AXIS
-
                 axis = 1 + POS_AXIS[kind]
                 differs = self.sources[source][name] != self.base[name]
-                other = [d for d in range(differs.ndim) if d != axis]
-                per_pos = differs.any(dim=other[0]) if len(other) == 1 else \
-                    differs.permute(axis, *other).reshape(differs.shape[axis], -1).any(-1)
+                per_pos = differs.movedim(axis, 0).reshape(differs.shape[axis], -1).any(-1)
                 hits = torch.nonzero(per_pos)
                 self._first_diff[key] = int(hits[0]) if len(hits) else int(per_pos.shape[0])
         return self._first_diff[key]

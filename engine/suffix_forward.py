@@ -49,8 +49,9 @@ def narrow_patch(name: str, mask: torch.Tensor, values: torch.Tensor, p0: int):
 class SuffixForward:
     """The staircase forward of ``PatchRunner`` over positions ``p0:`` only."""
 
-    def __init__(self, model, base: dict, n_pairs: int) -> None:
+    def __init__(self, model, base: dict, n_pairs: int, check_cancelled=lambda: None) -> None:
         self.model = model
+        self.check_cancelled = check_cancelled
         self.base = base  # the base run's cache: resid_pre, k, v of every layer (and more)
         self.n_pairs = n_pairs
         cfg = model.cfg
@@ -69,6 +70,7 @@ class SuffixForward:
 
         x = None
         for layer in range(starts[0], n_layers):
+            self.check_cancelled()
             n_new = sum(1 for s in starts if s == layer)
             name = f"blocks.{layer}."
             if n_new:

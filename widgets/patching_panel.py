@@ -334,15 +334,16 @@ class PatchingPanel(QWidget):
             col_labels = [f"{i}:{t}" for i, t in enumerate(result.clean_tokens)]
         else:
             col_labels = [f"H{h}" for h in range(matrix.shape[1])]
+        # Axis titles first: the row-label axis sizes itself for its title and its tick labels.
+        self.heatmap.plot.setLabel("bottom", "position (clean token)" if col_axis == "pos"
+                                   else "head")
+        self.heatmap.plot.setLabel("left", "layer" if len(axes) == 2 else " × ".join(
+            a for a in axes if a != col_axis))
         first = self.heatmap.image.image is None or self.heatmap._shape != matrix.shape
         self.heatmap.set_matrix(matrix, levels, row_labels=row_labels, col_labels=col_labels,
                                 reset_view=first)
         metric_label = dict(METRICS).get(result.metric, result.metric)
         self.heatmap.set_colorbar_label(SHORT.get(result.metric, result.metric))
-        self.heatmap.plot.setLabel("bottom", "position (clean token)" if col_axis == "pos"
-                                   else "head")
-        self.heatmap.plot.setLabel("left", "layer" if len(axes) == 2 else " × ".join(
-            a for a in axes if a != col_axis))
         state = "done" if result.complete else f"{result.done}/{result.total} cells so far"
         how = (f"attribution estimate (linear), {result.seconds:.2f} s"
                if (result.labels or {}).get("estimate") else
@@ -442,7 +443,7 @@ class PatchingPanel(QWidget):
     def set_senders(self, senders: list[tuple[int, int]]) -> None:
         self.senders = list(senders)
         names = " + ".join(f"L{sl}H{sh}" for sl, sh in self.senders)
-        self.path_button.setText(f"Path patch {names}" if len(self.senders) < 4
+        self.path_button.setText(f"Path patch {names}" if 0 < len(self.senders) < 4
                                  else f"Path patch {len(self.senders)} senders")
         self.path_button.setToolTip(f"Senders: {names}. {PATH_TIP}")
 
