@@ -40,41 +40,8 @@ def _train(argv: list[str]) -> None:
 
 
 def test_tiny_training_run_end_to_end(tmp_path):
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     out = tmp_path / "tiny"
-    try:
-        train.main(
-            [
-                "--out",
-                str(out),
-                "--n-docs",
-                "400",
-                "--vocab-size",
-                "600",
-                "--n-layer",
-                "2",
-                "--d-model",
-                "32",
-                "--n-head",
-                "2",
-                "--n-positions",
-                "64",
-                "--batch",
-                "2",
-                "--steps",
-                "4",
-                "--warmup",
-                "2",
-                "--ckpt-every",
-                "2",
-                "--log-every",
-                "1",
-                "--no-eval",
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(det)
+    _train(["--out", str(out), "--steps", "4", "--warmup", "2", "--ckpt-every", "2"])
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
     state = json.loads((out / "training_state.json").read_text())

@@ -9,11 +9,10 @@ column, and saves docs/images/attention.png (the panel) and attention_window.png
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from tools.shots.common import ROOT, open_window, wait
+from tools.shots.common import open_window, shot_parser, show_dock, wait
 
 PROMPT = ("The king saw a blue river near the old stone bridge and a green lamp. "
           "The king saw a blue river near the old stone bridge and a green lamp.")
@@ -37,22 +36,15 @@ def induction_scores(patterns, token_ids):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="", help="a model folder (default: bundled organism)")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
+    parser = shot_parser(__doc__)
     parser.add_argument("--prompt", default=PROMPT)
     args = parser.parse_args(argv)
     import numpy as np
-    from PySide6.QtCore import Qt
     app, win = open_window(args.model, 1500, 1050)
     if win is None:
         return 1
-    binding = next(b for b in win.bindings if b.object_name == "attentionDock")
+    binding, dock = show_dock(win, "attentionDock", 720)
     panel = binding.widget
-    dock = win.docks["attentionDock"]
-    dock.show()
-    dock.raise_()
-    win.resizeDocks([dock], [720], Qt.Orientation.Vertical)
     win.prompt_editor.edit.setPlainText(args.prompt)
     win.prompt_editor.run_button.click()
     wait(app, lambda: panel.result() is not None and not win.controller.busy)

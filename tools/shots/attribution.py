@@ -9,10 +9,9 @@ lens tab) plus attribution_components.png and attribution_heads.png; then an IOI
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from tools.shots.common import ROOT, open_window, wait
+from tools.shots.common import open_window, shot_parser, show_dock, wait
 
 PROMPT = "The Eiffel Tower is in"
 ANSWER = " Paris"
@@ -20,18 +19,13 @@ ANSWER = " Paris"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="", help="a model folder (default: bundled organism)")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
+    parser = shot_parser(__doc__)
     args = parser.parse_args(argv)
     app, win = open_window(args.model, 1500, 1000)
     if win is None:
         return 1
-    binding = next(b for b in win.bindings if b.object_name == "attributionDock")
+    binding, dock = show_dock(win, "attributionDock", 620)
     panel = binding.widget
-    dock = win.docks["attributionDock"]
-    dock.raise_()
-    win.resizeDocks([dock], [620], __import__("PySide6.QtCore").QtCore.Qt.Orientation.Vertical)
     panel.set_target(ANSWER, "", -1)
     win.prompt_editor.edit.setPlainText(PROMPT)
     win.prompt_editor.run_button.click()

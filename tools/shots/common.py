@@ -44,3 +44,24 @@ def open_window(model: str, width: int, height: int):
         print(errors[0].message, file=sys.stderr)
         return app, None
     return app, win
+
+
+def shot_parser(doc: str | None, model_help: str = "a model folder (default: bundled organism)"):
+    """The options every screenshot script takes: --model and --out."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--model", default="", help=model_help)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
+    return parser
+
+
+def show_dock(win, name: str, height: int):
+    """Show and raise dock ``name`` at ``height`` pixels; return (its panel binding, the dock)."""
+    from PySide6.QtCore import Qt
+
+    dock = win.docks[name]
+    dock.show()
+    dock.raise_()
+    win.resizeDocks([dock], [height], Qt.Orientation.Vertical)
+    return next(b for b in win.bindings if b.object_name == name), dock

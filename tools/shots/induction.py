@@ -10,11 +10,10 @@ shows it on the repeated sequence), runs the ablation check, and saves docs/imag
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from tools.shots.common import ROOT, open_window, wait
+from tools.shots.common import open_window, shot_parser, show_dock, wait
 
 PROMPT = ("When Mary and John went to the park, John gave a ball to Mary. "
           "When Mary and John went to the park, John gave a ball to")
@@ -22,9 +21,7 @@ PROMPT = ("When Mary and John went to the park, John gave a ball to Mary. "
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="", help="a model folder (default: the bundled organism)")
-    p.add_argument("--out", default=str(ROOT / "docs" / "images"))
+    p = shot_parser(__doc__.splitlines()[0])
     p.add_argument("--seq-len", type=int, default=40)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--threshold", type=float, default=0.5)
@@ -34,12 +31,8 @@ def main() -> int:
     app, win = open_window(args.model, 1700, 1100)
     if win is None:
         return 1
-    binding = next(b for b in win.bindings if b.object_name == "inductionDock")
+    binding, dock = show_dock(win, "inductionDock", 700)
     panel = binding.widget
-    dock = win.docks["inductionDock"]
-    dock.show()
-    dock.raise_()
-    win.resizeDocks([dock], [700], Qt.Orientation.Vertical)
     win.resizeDocks([dock], [1000], Qt.Orientation.Horizontal)
     panel.seq_len.setValue(args.seq_len)
     panel.batch.setValue(args.batch)

@@ -9,10 +9,9 @@ run together and alone. Saves docs/images/patching.png (and patching_block.png).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from tools.shots.common import ROOT, open_window, wait
+from tools.shots.common import open_window, shot_parser, show_dock, wait
 
 PAIRS = [
     ("When John and Mary went to the store, John gave a drink to",
@@ -24,20 +23,14 @@ PAIRS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="", help="a model folder (default: bundled organism)")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
+    parser = shot_parser(__doc__)
     args = parser.parse_args(argv)
     import numpy as np
-    from PySide6.QtCore import Qt
     app, win = open_window(args.model, 1600, 1000)
     if win is None:
         return 1
-    binding = next(b for b in win.bindings if b.object_name == "patchingDock")
+    binding, dock = show_dock(win, "patchingDock", 720)
     panel = binding.widget
-    dock = win.docks["patchingDock"]
-    dock.raise_()
-    win.resizeDocks([dock], [720], Qt.Orientation.Vertical)
     for row, pair in enumerate(PAIRS):
         panel.set_pair(row, *pair)
     wait(app, lambda: not win.controller.busy)
