@@ -22,7 +22,7 @@ from engine.suffix_forward import (
     PREFIX_NAMES,
     SuffixForward,
     hook_kind,
-    narrow_patch,
+    where_hook,
 )
 
 
@@ -211,7 +211,7 @@ class PatchRunner:
 
     def _hooks(self, group: list[Variant], active: dict[int, int] | None) -> list:
         """TransformerLens hooks for :meth:`_masks`."""
-        return [(name, _where_hook(mask, values, self.n_pairs))
+        return [(name, where_hook(mask, values, self.n_pairs))
                 for name, _source, mask, values in self._masks(group, active)]
 
     def _masks(self, group: list[Variant], active: dict[int, int] | None) -> list:
@@ -252,57 +252,88 @@ class PatchRunner:
         starts = [min((p[1] for p in v.patches), default=self.n_layers) for v in group]
         self.forwards += 1
         # Embedding patches (layer -1) or unpatched variants need the whole model.
-        if self.start_at_layer and min(starts) >= 0 and max(starts) < self.n_layers:
-            order = sorted(range(len(group)), key=lambda i: starts[i])
-            ordered = [group[i] for i in order]
-            s_sorted = [starts[i] for i in order]
-            active = {layer: sum(1 for s in s_sorted if s <= layer)
-                      for layer in range(self.n_layers)}
-            masks = self._masks(ordered, active)
-            p0 = self._suffix_start(masks)
-            if p0 > 0:
-                patches = {name: _where_hook(*narrow_patch(name, mask, values, p0), self.n_pairs)
-                           for name, _source, mask, values in masks}
-                final = self.suffix(s_sorted, patches, p0, self._pos)
-                self.positions_computed += len(group) * (self.n_pos - p0)
-            else:
-                final = self._forward_from(s_sorted, [(n, _where_hook(m, v, self.n_pairs))
-                                                      for n, _s, m, v in masks])
-                self.positions_computed += len(group) * self.n_pos
-            values = self.metric(final)
-            out = torch.empty_like(values)
-            out[torch.tensor(order, device=values.device)] = values
-            return out
-        self.positions_computed += len(group) * self.n_pos
-        return self.metric(self._forward_full(len(group), self._hooks(group, None)))
+        if not (self.start_at_layer and min(starts) >= 0 and max(starts) < self.n_layers):
+            self.positions_computed += len(group) * self.n_pos
+            return self.metric(self._forward_full(len(group), self._hooks(group, None)))
+        out = None
+        # Variants that can only change positions >= p run over those positions alone, so a
+        # sweep by position (patch position p: positions p.. from its layer on) costs about half.
+        for p_start, members in self._by_start_position(group):
+            values = self._run_staircase([group[i] for i in members],
+                                         [starts[i] for i in members], p_start)
+            if out is None:
+                out = torch.empty(len(group), dtype=values.dtype, device=values.device)
+            out[torch.tensor(members, device=values.device)] = values
+        return out
 
-    def _suffix_start(self, masks: list) -> int:
+    def _by_start_position(self, group: list[Variant]) -> list[tuple[int, list[int]]]:
+        """Variants grouped by the first position their patches can change (0 when the suffix
+        forward cannot be used), as (position, indices into ``group``)."""
+        if self.suffix is None:
+            return [(0, list(range(len(group))))]
+        answer = int(self._pos.min())
+        buckets: dict[int, list[int]] = {}
+        for i, variant in enumerate(group):
+            buckets.setdefault(min(self._variant_start(variant), answer), []).append(i)
+        return sorted(buckets.items())
+
+    def _variant_start(self, variant: Variant) -> int:
+        """A position before which this variant's run equals the base run (0: none known)."""
+        first = self.n_pos
+        for patch in variant.patches:
+            name, _layer, sel = patch[:3]
+            kind = hook_kind(name)
+            if kind is None:
+                return 0
+            source = patch[3] if len(patch) > 3 else "source"
+            at = max(self.first_diff(name, source), _min_position(sel[POS_AXIS[kind]]))
+            first = min(first, at)
+        return first
+
+    def _run_staircase(self, group: list[Variant], starts: list[int], p_start: int):
+        order = sorted(range(len(group)), key=lambda i: starts[i])
+        ordered = [group[i] for i in order]
+        s_sorted = [starts[i] for i in order]
+        active = {layer: sum(1 for s in s_sorted if s <= layer)
+                  for layer in range(self.n_layers)}
+        masks = self._masks(ordered, active)
+        p0 = self._suffix_start(masks, p_start)
+        if p0 > 0:
+            patches = {name: (mask, values) for name, _source, mask, values in masks}
+            final = self.suffix(s_sorted, patches, p0, self._pos)
+            self.positions_computed += len(group) * (self.n_pos - p0)
+        else:
+            final = self._forward_from(s_sorted, [(n, where_hook(m, v, self.n_pairs))
+                                                  for n, _s, m, v in masks])
+            self.positions_computed += len(group) * self.n_pos
+        values = self.metric(final)
+        out = torch.empty_like(values)
+        out[torch.tensor(order, device=values.device)] = values
+        return out
+
+    def _suffix_start(self, masks: list, p_start: int) -> int:
         """Where the suffix forward may start for these patches (0: it may not be used)."""
-        if self.suffix is None or not masks:
+        if self.suffix is None or not masks or p_start <= 0:
             return 0
         names = {name for name, *_ in masks}
         if len(names) != len(masks):  # two sources for one hook: the full path composes them
             return 0
         if any(hook_kind(name) is None for name in names):
             return 0
-        p0 = min(self.first_diff(name, source) for name, source, *_ in masks)
-        return min(p0, int(self._pos.min()))
+        return min(p_start, int(self._pos.min()))
+
+
+def _min_position(sel) -> int:
+    """The smallest position a selector entry picks (int, list of ints or a slice)."""
+    if isinstance(sel, slice):
+        return 0 if sel.start is None else max(0, int(sel.start))
+    if isinstance(sel, int):
+        return max(0, sel)
+    try:
+        return max(0, min(int(p) for p in sel))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _full(sel) -> bool:
     return isinstance(sel, slice) and sel == slice(None)
-
-
-def _where_hook(mask: torch.Tensor, values: torch.Tensor, n_pairs: int):
-    """Replace masked entries of the stacked activation [V*B, ...] with ``values`` [B or 1, ...]."""
-    src = values.unsqueeze(0)
-
-    def hook(act, hook=None):
-        # In place, like TransformerLens's patch setters: some bridge hook points (resid_mid) hand
-        # out a tensor the block keeps using after the hook, so only an in-place write patches
-        # every use of it.
-        stacked = act.reshape(mask.shape[0], -1, *act.shape[1:])
-        act.copy_(torch.where(mask, src.to(act.dtype), stacked).reshape(act.shape))
-        return act
-
-    return hook

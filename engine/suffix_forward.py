@@ -36,14 +36,31 @@ def hook_kind(name: str) -> str | None:
     return parts[2] if parts[2] in POS_AXIS else None
 
 
-def narrow_patch(name: str, mask: torch.Tensor, values: torch.Tensor, p0: int):
-    """A full-length patch (mask [V, 1, ...], values [B, ...]) cut to positions >= p0."""
+def narrow_patch(name: str, mask: torch.Tensor, values: torch.Tensor, p0: int,
+                 length: int | None = None):
+    """A patch (mask [V, 1, ...], values [B, ...]) cut to ``length`` positions from ``p0``
+    (default: all positions from ``p0`` on)."""
     axis = POS_AXIS[hook_kind(name)]
-    n = values.shape[1 + axis] - p0
+    n = values.shape[1 + axis] - p0 if length is None else length
     values = values.narrow(1 + axis, p0, n)
     if mask.shape[2 + axis] > 1:
         mask = mask.narrow(2 + axis, p0, n)
     return mask, values
+
+
+def where_hook(mask: torch.Tensor, values: torch.Tensor, n_pairs: int):
+    """Replace masked entries of the stacked activation [V*B, ...] with ``values`` [B or 1, ...]."""
+    src = values.unsqueeze(0)
+
+    def hook(act, hook=None):
+        # In place, like TransformerLens's patch setters: some bridge hook points (resid_mid) hand
+        # out a tensor the block keeps using after the hook, so only an in-place write patches
+        # every use of it.
+        stacked = act.reshape(mask.shape[0], -1, *act.shape[1:])
+        act.copy_(torch.where(mask, src.to(act.dtype), stacked).reshape(act.shape))
+        return act
+
+    return hook
 
 
 class SuffixForward:
@@ -59,13 +76,26 @@ class SuffixForward:
         self.scale = scale if scale > 0 else math.sqrt(cfg.d_head)
 
     def __call__(self, starts: list[int], patches: dict, p0: int, answer_pos: torch.Tensor):
-        """Final-position logits [V * B, vocab]; ``starts`` sorted; ``patches[name]`` is a
-        function applied to that activation (suffix positions only)."""
+        """Final-position logits [V * B, vocab]; ``starts`` sorted; ``patches[name]`` is the
+        (mask, values) of that activation over all positions (cut to ``p0:`` here).
+
+        When every pair's answer is at the same position, the last layer computes keys and values
+        for all positions but its query, attention output and MLP at the answer position only:
+        nothing else reaches the logits the metric reads."""
         model, b = self.model, self.n_pairs
         n_layers = model.cfg.n_layers
+        hooks = {name: where_hook(*narrow_patch(name, mask, values, p0), b)
+                 for name, (mask, values) in patches.items()}
+        answer = int(answer_pos[0])
+        one_answer = bool((answer_pos == answer).all()) and answer >= p0
+        last = {}
+        if one_answer:
+            last = {name: where_hook(*narrow_patch(name, mask, values, answer, 1), b)
+                    for name, (mask, values) in patches.items()
+                    if name.startswith(f"blocks.{n_layers - 1}.")}
 
-        def patched(name: str, act: torch.Tensor) -> torch.Tensor:
-            fn = patches.get(name)
+        def patched(name: str, act: torch.Tensor, table: dict = hooks) -> torch.Tensor:
+            fn = table.get(name)
             return fn(act) if fn is not None else act
 
         x = None
@@ -77,6 +107,9 @@ class SuffixForward:
                 fresh = self.base[name + "hook_resid_pre"][:, p0:].repeat(n_new, 1, 1)
                 x = fresh if x is None else torch.cat([x, fresh])
             x = patched(name + "hook_resid_pre", x)
+            if one_answer and layer == n_layers - 1:
+                x = self._last_layer(layer, x, p0, answer - p0, patched, last)
+                return model.unembed(model.ln_final(x))[:, 0, :]
             x = x + self._attention(layer, x, p0, patched)
             x = patched(name + "hook_resid_mid", x)
             block = model.blocks[layer]
@@ -86,22 +119,46 @@ class SuffixForward:
         x = x[rows, (answer_pos - p0).repeat(n_var)][:, None, :]
         return model.unembed(model.ln_final(x))[:, 0, :]
 
-    def _attention(self, layer: int, x: torch.Tensor, p0: int, patched) -> torch.Tensor:
+    def _keys_values(self, layer: int, h: torch.Tensor, p0: int, patched):
         attn = self.model.blocks[layer].attn
         name = f"blocks.{layer}.attn."
-        h = self.model.blocks[layer].ln1(x)
-        n_var = x.shape[0] // self.n_pairs
-        q = patched(name + "hook_q", torch.einsum("bpd,hde->bphe", h, attn.W_Q) + attn.b_Q)
+        n_var = h.shape[0] // self.n_pairs
         k = patched(name + "hook_k", torch.einsum("bpd,hde->bphe", h, attn.W_K) + attn.b_K)
         v = patched(name + "hook_v", torch.einsum("bpd,hde->bphe", h, attn.W_V) + attn.b_V)
         if p0:
             k = torch.cat([self.base[name + "hook_k"][:, :p0].repeat(n_var, 1, 1, 1), k], dim=1)
             v = torch.cat([self.base[name + "hook_v"][:, :p0].repeat(n_var, 1, 1, 1), v], dim=1)
+        return k, v
+
+    def _attend(self, layer: int, h_q: torch.Tensor, k, v, first_q: int, patched):
+        """Attention output for queries at absolute positions ``first_q`` on (rows of h_q)."""
+        attn = self.model.blocks[layer].attn
+        name = f"blocks.{layer}.attn."
+        q = patched(name + "hook_q", torch.einsum("bpd,hde->bphe", h_q, attn.W_Q) + attn.b_Q)
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.scale
         n_q, n_k = q.shape[1], k.shape[1]
-        future = torch.ones(n_q, n_k, dtype=torch.bool, device=x.device).triu(p0 + 1)
+        future = torch.ones(n_q, n_k, dtype=torch.bool, device=h_q.device).triu(first_q + 1)
         scores = scores.masked_fill(future, float("-inf"))
         pattern = patched(name + "hook_pattern", scores.softmax(-1))
         z = patched(name + "hook_z", torch.einsum("bhqk,bkhe->bqhe", pattern, v))
         out = torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O
         return patched(f"blocks.{layer}.hook_attn_out", out)
+
+    def _attention(self, layer: int, x: torch.Tensor, p0: int, patched) -> torch.Tensor:
+        h = self.model.blocks[layer].ln1(x)
+        k, v = self._keys_values(layer, h, p0, patched)
+        return self._attend(layer, h, k, v, p0, patched)
+
+    def _last_layer(self, layer: int, x: torch.Tensor, p0: int, a: int, patched, last: dict):
+        """The last block at the answer position only (``a`` relative to ``p0``): [VB, 1, d]."""
+        block = self.model.blocks[layer]
+        h = block.ln1(x)
+        k, v = self._keys_values(layer, h, p0, patched)
+
+        def at_answer(name: str, act: torch.Tensor) -> torch.Tensor:
+            return patched(name, act, last)
+
+        name = f"blocks.{layer}."
+        x_a = x[:, a:a + 1] + self._attend(layer, h[:, a:a + 1], k, v, p0 + a, at_answer)
+        x_a = at_answer(name + "hook_resid_mid", x_a)
+        return x_a + at_answer(name + "hook_mlp_out", block.mlp(block.ln2(x_a)))

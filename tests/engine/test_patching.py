@@ -289,8 +289,9 @@ def test_verify_top_k_computes_only_those_cells(tiny_host):
     cells = top_k_cells(full.values, 3)
     part = run_sweep(tiny_host, SweepRequest((SHORT,), "head_out", only=cells), Context())
     assert part.done == 3 and np.isfinite(part.values).sum() == 3
+    # Equal up to float32 rounding: a batch of 3 variants may use other kernels than one of 16.
     np.testing.assert_allclose(part.values.ravel()[list(cells)], full.values.ravel()[list(cells)],
-                               atol=1e-6)
+                               atol=1e-5)
     assert correlation(full.values, full.values) == pytest.approx(1.0)
 
 
@@ -308,3 +309,19 @@ def test_only_positions_after_the_first_difference_are_recomputed(shaped_host):
         first = int((pb.clean != pb.corrupted).any(0).nonzero()[0])
         per_variant = runner.positions_computed / ours.total
         assert per_variant == runner.n_pos - first  # only the suffix, for every variant
+
+
+def test_position_sweeps_recompute_only_from_the_patched_position(shaped_host):
+    """A patch at position p changes nothing before p (causal attention): the block sweep runs
+    each cell over positions max(p, first difference) onwards only, same numbers as TL."""
+    early = PromptPair("John gave a drink to Mary and then went home, and", "Mary gave a drink "
+                       "to Mary and then went home, and", " John", " Mary")
+    shaped_host.__dict__.pop("_patching_runner", None)
+    ours = check(shaped_host, [early], "block")
+    runner = shaped_host.__dict__["_patching_runner"][1]
+    pb = prepare_pairs(shaped_host, [early])
+    first = int((pb.clean != pb.corrupted).any(0).nonzero()[0])
+    n, answer = runner.n_pos, int(pb.positions[0])
+    per_layer = sum(n - min(max(p, first), answer) for p in range(n))
+    assert runner.positions_computed == 3 * runner.n_layers * per_layer
+    assert runner.positions_computed < 0.6 * ours.total * (n - first)

@@ -92,3 +92,14 @@ def test_heldout_ioi_templates_use_only_words_seen_in_training(train_docs):
             w for w in re.findall(r"[A-Za-z]+", re.sub(r"\{[A-Z]\}", "", t)) if w not in words
         ]
         assert not unseen, (t, unseen)
+
+
+def test_composed_ioi_templates_never_use_a_held_out_opening():
+    templates = C.ioi_training_templates()
+    assert len(templates) >= 200 and set(C.IOI_TEMPLATES) <= set(templates)
+    for held in C.IOI_TEMPLATES_HELDOUT:
+        opening = held[: held.index("{B}")].rstrip(" ,.").removesuffix(". Then").removesuffix(
+            ", and")
+        assert not any(t.startswith(opening) for t in templates), held
+    for t in templates:  # each renders to a sentence whose last word is the indirect object
+        assert C.ioi_prompt(t, "Mary", "John", "park", "ball", True).endswith(" to")

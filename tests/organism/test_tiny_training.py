@@ -130,11 +130,25 @@ def test_induction_hint_loss_is_smallest_at_the_induction_pattern():
     assert float(train.induction_hint_loss(fresh, uniform[:, :8, :8])) == 0.0
 
 
+def test_prev_token_hint_loss_is_smallest_at_the_previous_token():
+    n = 6
+    prev = torch.zeros(1, 1, n, n)
+    prev[0, 0, 0, 0] = 1.0
+    for t in range(1, n):
+        prev[0, 0, t, t - 1] = 1.0
+    uniform = torch.ones(n, n).tril()
+    uniform = (uniform / uniform.sum(-1, keepdim=True))[None, None]
+    assert float(train.prev_token_hint_loss((prev * 0.999 + uniform * 0.001)[:, 0])) < 0.01
+    assert float(train.prev_token_hint_loss(uniform[:, 0])) > 0.5
+    # The diagonal (attending to itself) is as wrong as anything else.
+    assert float(train.prev_token_hint_loss(torch.eye(n)[None] * 0.99 + 0.01 / n)) > 3.0
+
+
 def test_tiny_run_with_the_induction_hint(tmp_path, capsys):
     out = tmp_path / "hinted"
     _train(["--out", str(out), "--steps", "3", "--warmup", "1", "--random-frac", "1.0",
             "--seg", "4", "8", "--repeats", "2", "4", "--hint-weight", "0.3", "--hint-steps", "2",
-            "--hint-head", "1", "0"])
+            "--hint-head", "1", "0", "--prev-hint-head", "0", "1"])
     assert json.loads((out / "training_state.json").read_text())["step"] == 3
     steps = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
     assert len(steps) == 3

@@ -136,6 +136,61 @@ IOI_TEMPLATES = [
     "At the {P}, {X} and {Y} found a {O}. {B} gave it to {A}.",
     "{X} and {Y} walked to the {P} together, and {B} gave a {O} to {A}.",
 ]
+# More training templates, composed from an opening clause and a giving clause, so that the model
+# cannot key IOI on a few memorised sentence shapes. The openings of the held-out templates below
+# are never used ("One day, X and Y ran to the P", "X and Y were happy at the P", "In the P, X and Y
+# played together", "It was a sunny day when X and Y walked to the P"); their giving clauses are.
+# A subordinate opening ("When ...") takes ", {B} ..."; a main clause takes one of IOI_JOINS.
+IOI_OPENINGS_SUB = [
+    "When {X} and {Y} went to the {P}",
+    "After {X} and {Y} went to the {P}",
+    "While {X} and {Y} were working at the {P}",
+    "When {X} and {Y} arrived at the {P}",
+    "When {X} and {Y} were at the {P}",
+    "Before {X} and {Y} left the {P}",
+    "Because {X} and {Y} were at the {P}",
+    "Once {X} and {Y} came to the {P}",
+]
+IOI_OPENINGS_MAIN = [
+    "Then, {X} and {Y} had a lot of fun at the {P}",
+    "{X} and {Y} were at the {P}",
+    "The {P} was quiet when {X} and {Y} came in",
+    "Afterwards, {X} and {Y} went to the {P}",
+    "{X} and {Y} met at the {P}",
+    "Yesterday {X} and {Y} went to the {P}",
+    "{X} and {Y} spent the day at the {P}",
+    "{X} and {Y} walked to the {P} together",
+    "Last week, {X} and {Y} visited the {P}",
+    "{X} and {Y} were sitting in the {P}",
+    "At the {P}, {X} and {Y} talked for a long time",
+    "{X} and {Y} looked around the {P}",
+]
+IOI_JOINS = [", and ", ". ", ". Then ", ". Later, ", ". After that, "]
+IOI_GIVES = [
+    "{B} gave a {O} to {A}.",
+    "{B} handed a {O} to {A}.",
+    "{B} threw a {O} to {A}.",
+    "{B} passed a {O} to {A}.",
+    "{B} sent a {O} to {A}.",
+    "{B} wanted to give a {O} to {A}.",
+    "{B} decided to give a {O} to {A}.",
+    "{B} gave the {O} to {A}.",
+]
+
+
+def ioi_training_templates() -> list[str]:
+    """The 14 hand-written templates plus every opening x join x giving clause (several hundred);
+    none of them equals a held-out template or uses a held-out opening."""
+    out = list(IOI_TEMPLATES)
+    for give in IOI_GIVES:
+        out += [f"{o}, {give}" for o in IOI_OPENINGS_SUB]
+        out += [f"{o}{j}{give}" for o in IOI_OPENINGS_MAIN for j in IOI_JOINS]
+    seen: set[str] = set()
+    out = [t for t in out if not (t in seen or seen.add(t))]
+    assert not set(out) & set(IOI_TEMPLATES_HELDOUT)
+    return out
+
+
 # Held-out templates: new sentence structures built only from words that occur in training.
 IOI_TEMPLATES_HELDOUT = [
     "One day, {X} and {Y} ran to the {P}, and {B} threw a {O} to {A}.",
@@ -284,11 +339,12 @@ def fact_doc(rng: random.Random, train_facts: list[Fact], probe_ok: set[Fact]) -
     return " ".join(sents)
 
 
-def ioi_doc(rng: random.Random, names: list[str]) -> str:
+def ioi_doc(rng: random.Random, names: list[str], templates: list[str] | None = None) -> str:
+    templates = templates or IOI_TEMPLATES
     sents = []
     for _ in range(rng.randint(1, 3)):
         io, s = rng.sample(names, 2)
-        t = rng.choice(IOI_TEMPLATES)
+        t = rng.choice(templates)
         sents.append(
             render_ioi(
                 t, io, s, rng.choice(W.IOI_PLACES), rng.choice(W.IOI_OBJECTS), rng.random() < 0.5
@@ -304,6 +360,7 @@ def generate_documents(seed: int, n_docs: int) -> list[str]:
     ioi_names, _ = split_names()
     facts_train = all_facts()  # every fact is taught; only its probe phrasing may be held out
     probe_ok = set(split_facts()[0])
+    ioi_templates = ioi_training_templates()
     families = list(MIX)
     weights = [MIX[f] for f in families]
     docs = []
@@ -314,7 +371,7 @@ def generate_documents(seed: int, n_docs: int) -> list[str]:
         elif fam == "facts":
             docs.append(fact_doc(rng, facts_train, probe_ok))
         elif fam == "ioi":
-            docs.append(ioi_doc(rng, ioi_names))
+            docs.append(ioi_doc(rng, ioi_names, ioi_templates))
         else:
             docs.append(repeat_doc(rng, all_names))
     return docs

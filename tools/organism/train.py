@@ -66,8 +66,9 @@ class NameSwapIOI:
                            and t[1:].isalpha() and len(t) > 2 and i not in banned)
         self.io, self.s = vocab["\u0120John"], vocab["\u0120Mary"]
         self.sentences = []
+        templates = C.ioi_training_templates()
         for _ in range(n_sentences):
-            text = " " + C.render_ioi(rng.choice(C.IOI_TEMPLATES), "John", "Mary",
+            text = " " + C.render_ioi(rng.choice(templates), "John", "Mary",
                                       rng.choice(W.IOI_PLACES), rng.choice(W.IOI_OBJECTS),
                                       rng.random() < 0.5)
             ids = tok_raw.encode(text).ids
@@ -177,6 +178,14 @@ def induction_hint_loss(x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         return attn.sum() * 0.0
     target = target.float() / target.float().sum(-1, keepdim=True).clamp(min=1.0)
     return -(target * (attn + 1e-9).log()).sum(-1)[has].mean()
+
+
+def prev_token_hint_loss(attn: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy between one head's attention [batch, q, k] and the previous-token pattern
+    (position j attends to j - 1; position 0 is skipped)."""
+    n = attn.shape[-1]
+    idx = torch.arange(1, n, device=attn.device)
+    return -(attn[:, idx, idx - 1] + 1e-9).log().mean()
 
 
 def lr_at(step: int, args: argparse.Namespace) -> float:
@@ -293,6 +302,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="apply the induction hint for this many first steps only")
     ap.add_argument("--hint-head", type=int, nargs=2, default=(1, 1), metavar=("LAYER", "HEAD"),
                     help="the head the hint is applied to")
+    ap.add_argument("--prev-hint-head", type=int, nargs=2, default=None, metavar=("LAYER", "HEAD"),
+                    help="also pull this head toward previous-token attention during the hint "
+                         "steps (same weight): the head the induction head composes with")
     ap.add_argument(
         "--init-from",
         type=Path,
@@ -425,6 +437,9 @@ def main(argv: list[str] | None = None) -> None:
             layer, head = args.hint_head
             rows = torch.tensor(batches.last_random)
             hint = induction_hint_loss(x[rows], out.attentions[layer][rows, head])
+            if args.prev_hint_head is not None:
+                pl, ph = args.prev_hint_head
+                hint = hint + prev_token_hint_loss(out.attentions[pl][rows, ph])
             loss_total = loss + args.hint_weight * hint
         else:
             loss_total = loss
