@@ -255,30 +255,37 @@ class PatchRunner:
         if not (self.start_at_layer and min(starts) >= 0 and max(starts) < self.n_layers):
             self.positions_computed += len(group) * self.n_pos
             return self.metric(self._forward_full(len(group), self._hooks(group, None)))
-        out = None
+        base_value = self.metric(self.base_final)
+        out = base_value.new_empty(len(group))
         # Variants that can only change positions >= p run over those positions alone, so a
-        # sweep by position (patch position p: positions p.. from its layer on) costs about half.
+        # sweep by position (patch position p: positions p.. from its layer on) costs about half;
+        # a variant that changes nothing the answer can see is the base run itself.
         for p_start, members in self._by_start_position(group):
-            values = self._run_staircase([group[i] for i in members],
-                                         [starts[i] for i in members], p_start)
-            if out is None:
-                out = torch.empty(len(group), dtype=values.dtype, device=values.device)
-            out[torch.tensor(members, device=values.device)] = values
+            index = torch.tensor(members, device=out.device)
+            if p_start is None:
+                out[index] = base_value
+                continue
+            out[index] = self._run_staircase([group[i] for i in members],
+                                             [starts[i] for i in members], p_start)
         return out
 
-    def _by_start_position(self, group: list[Variant]) -> list[tuple[int, list[int]]]:
+    def _by_start_position(self, group: list[Variant]) -> list[tuple[int | None, list[int]]]:
         """Variants grouped by the first position their patches can change (0 when the suffix
-        forward cannot be used), as (position, indices into ``group``)."""
+        forward cannot be used; None when they change nothing at or before the answer), as
+        (position, indices into ``group``)."""
         if self.suffix is None:
             return [(0, list(range(len(group))))]
-        answer = int(self._pos.min())
-        buckets: dict[int, list[int]] = {}
+        answer, last_answer = int(self._pos.min()), int(self._pos.max())
+        buckets: dict[int | None, list[int]] = {}
         for i, variant in enumerate(group):
-            buckets.setdefault(min(self._variant_start(variant), answer), []).append(i)
-        return sorted(buckets.items())
+            start = self._variant_start(variant)
+            key = None if start > last_answer else min(start, answer)
+            buckets.setdefault(key, []).append(i)
+        return sorted(buckets.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
 
     def _variant_start(self, variant: Variant) -> int:
-        """A position before which this variant's run equals the base run (0: none known)."""
+        """A position before which this variant's run equals the base run (0: none known;
+        n_pos: the patches copy values equal to the base run's, so nothing changes)."""
         first = self.n_pos
         for patch in variant.patches:
             name, _layer, sel = patch[:3]
@@ -286,8 +293,11 @@ class PatchRunner:
             if kind is None:
                 return 0
             source = patch[3] if len(patch) > 3 else "source"
-            at = max(self.first_diff(name, source), _min_position(sel[POS_AXIS[kind]]))
-            first = min(first, at)
+            differs_from = self.first_diff(name, source)
+            picked = sel[POS_AXIS[kind]]
+            if differs_from >= self.n_pos or _max_position(picked, self.n_pos) < differs_from:
+                continue  # this patch writes the base run's own values
+            first = min(first, max(differs_from, _min_position(picked)))
         return first
 
     def _run_staircase(self, group: list[Variant], starts: list[int], p_start: int):
@@ -333,6 +343,15 @@ def _min_position(sel) -> int:
         return max(0, min(int(p) for p in sel))
     except (TypeError, ValueError):
         return 0
+
+
+def _max_position(sel, n_pos: int) -> int:
+    """The largest position a selector entry picks (n_pos - 1 when unsure)."""
+    if isinstance(sel, int) and sel >= 0:
+        return sel
+    if isinstance(sel, (list, tuple)) and sel and all(isinstance(p, int) and p >= 0 for p in sel):
+        return max(sel)
+    return n_pos - 1
 
 
 def _full(sel) -> bool:

@@ -313,15 +313,20 @@ def test_only_positions_after_the_first_difference_are_recomputed(shaped_host):
 
 def test_position_sweeps_recompute_only_from_the_patched_position(shaped_host):
     """A patch at position p changes nothing before p (causal attention): the block sweep runs
-    each cell over positions max(p, first difference) onwards only, same numbers as TL."""
+    each cell over positions p.. only, and a cell before the prompts' first difference (which
+    patches in the base run's own values) is not run at all; same numbers as TL."""
     early = PromptPair("John gave a drink to Mary and then went home, and", "Mary gave a drink "
                        "to Mary and then went home, and", " John", " Mary")
-    shaped_host.__dict__.pop("_patching_runner", None)
-    ours = check(shaped_host, [early], "block")
-    runner = shaped_host.__dict__["_patching_runner"][1]
-    pb = prepare_pairs(shaped_host, [early])
-    first = int((pb.clean != pb.corrupted).any(0).nonzero()[0])
-    n, answer = runner.n_pos, int(pb.positions[0])
-    per_layer = sum(n - min(max(p, first), answer) for p in range(n))
-    assert runner.positions_computed == 3 * runner.n_layers * per_layer
-    assert runner.positions_computed < 0.6 * ours.total * (n - first)
+    late = PromptPair("John gave a drink to Mary and then went home with Mary, and", "John gave a "
+                      "drink to Mary and then went home with John, and", " John", " Mary")
+    for pair in (early, late):
+        shaped_host.__dict__.pop("_patching_runner", None)
+        ours = check(shaped_host, [pair], "block")
+        runner = shaped_host.__dict__["_patching_runner"][1]
+        pb = prepare_pairs(shaped_host, [pair])
+        first = int((pb.clean != pb.corrupted).any(0).nonzero()[0])
+        n = runner.n_pos
+        assert first >= 1 and int(pb.positions[0]) == n - 1
+        per_layer = sum(n - p for p in range(first, n))
+        assert runner.positions_computed == 3 * runner.n_layers * per_layer
+        assert runner.positions_computed < 0.6 * ours.total * (n - first)
