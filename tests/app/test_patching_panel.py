@@ -88,10 +88,17 @@ def test_cancel_mid_sweep_keeps_partial_cells(qtbot, window):
     b = binding(window)
     panel = b.widget
     wait_idle(qtbot, window)
+    # Prompts that differ at their first word, so every cell needs a patched run (cells before
+    # the first difference cost nothing), and one cell per chunk: something to cancel mid-way.
+    tail = " went to the store and then to the park, and after that to the lake. Later, {} gave" \
+           " a drink to"
+    panel.set_pair(0, "John and Mary" + tail.format("John"), "Mary and John" + tail.format("John"),
+                   " Mary", " John")
+    qtbot.waitUntil(lambda: panel._check is not None and panel._check.differing[0][:1] == (1,)
+                    and panel.run_button.isEnabled(), timeout=10_000)
     panel.sweep_combo.setCurrentIndex(panel.sweep_combo.findData("head_out_by_pos"))
     partials = []
     window.controller.job_progress.connect(lambda ch, f, m: partials.append(f))
-    # Small chunks so there is something to cancel in the middle of.
     b.max_tokens_per_chunk = 15
     qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.result is not None and panel.result.done > 0, timeout=60_000)

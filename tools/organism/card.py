@@ -200,11 +200,16 @@ def _notes(r: dict) -> str:
             f"time, mean logit difference {ioi['logit_diff']:+.2f})."
         )
     out.append(
-        "- The held-out IOI templates were replaced once, after the first evaluation: each of the "
-        'first four held-out templates contained a word that never occurs in the corpus ("offered", '
-        '"brought", "where", ...). The new ones are new sentence structures made of known words '
-        "(tested in tests/organism); the first set is still reported above. The training corpus did "
-        "not change."
+        "- The held-out IOI templates were replaced once, for an earlier version of this organism, "
+        "after its first evaluation: each of the first four contained a word that never occurs in "
+        'the corpus ("offered", "brought", "where", ...). The new ones are new sentence structures '
+        "made of known words (tested in tests/organism); the first set is still reported above."
+    )
+    out.append(
+        "- The composed IOI training templates were written after the held-out templates were "
+        "fixed, and knowing them: no training template uses a held-out template's opening clause "
+        "(tested), but their joins and giving clauses (\", and B threw a O to\", \". Then B handed "
+        "a O to\") do occur in training, as every word of them must."
     )
     return "\n".join(out)
 
@@ -229,7 +234,7 @@ def write_card(folder: Path, result: dict) -> str:
             if line.startswith("corpus:"):
                 n_tokens = f"{int(line.split(' docs, ')[1].split(' tokens')[0]):,}"
     commands = [
-        "nice -n 10 " + line[len("command: "):]
+        line[len("command: "):]
         for line in (log.read_text(errors="replace").splitlines() if log.exists() else [])
         if line.startswith("command: ")
     ]
