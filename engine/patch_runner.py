@@ -281,7 +281,20 @@ class PatchRunner:
             start = self._variant_start(variant)
             key = None if start > last_answer else min(start, answer)
             buckets.setdefault(key, []).append(i)
-        return sorted(buckets.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
+        out = [(None, buckets.pop(None))] if None in buckets else []
+        # Merge neighbouring starts until a forward has enough rows: small batches waste more on
+        # per-call overhead and slower small matrix products than they save in positions.
+        for start in sorted(buckets):
+            if out and out[-1][0] is not None and self._rows(out[-1]) < self.min_rows:
+                out[-1][1].extend(buckets[start])
+            else:
+                out.append((start, list(buckets[start])))
+        return out
+
+    min_rows = 1024  # variant-positions per forward below which neighbouring starts are merged
+
+    def _rows(self, bucket: tuple[int | None, list[int]]) -> int:
+        return len(bucket[1]) * self.n_pairs * (self.n_pos - (bucket[0] or 0))
 
     def _variant_start(self, variant: Variant) -> int:
         """A position before which this variant's run equals the base run (0: none known;

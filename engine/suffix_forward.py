@@ -74,6 +74,26 @@ class SuffixForward:
         cfg = model.cfg
         scale = float(getattr(cfg, "attn_scale", -1) or -1)
         self.scale = scale if scale > 0 else math.sqrt(cfg.d_head)
+        self._flat: dict[int, dict] = {}
+
+    def _weights(self, layer: int) -> dict:
+        """The layer's attention weights as plain matrices, so each projection is one GEMM over
+        all heads ([d_model, heads * d_head]) instead of a batched product per head."""
+        w = self._flat.get(layer)
+        if w is None:
+            attn = self.model.blocks[layer].attn
+            d = attn.W_Q.shape[1]
+
+            def flat(weight):  # [heads, d_model, d_head] -> [d_model, heads * d_head]
+                return weight.permute(1, 0, 2).reshape(d, -1)
+
+            w = {"q": flat(attn.W_Q), "bq": attn.b_Q.reshape(-1),
+                 "kv": torch.cat([flat(attn.W_K), flat(attn.W_V)], dim=1),
+                 "bkv": torch.cat([attn.b_K.reshape(-1), attn.b_V.reshape(-1)]),
+                 "q_heads": tuple(attn.W_Q.shape[::2]), "k_heads": tuple(attn.W_K.shape[::2]),
+                 "o": attn.W_O.reshape(-1, attn.W_O.shape[-1]), "bo": attn.b_O}
+            self._flat[layer] = w
+        return w
 
     def __call__(self, starts: list[int], patches: dict, p0: int, answer_pos: torch.Tensor):
         """Final-position logits [V * B, vocab]; ``starts`` sorted; ``patches[name]`` is the
@@ -120,11 +140,13 @@ class SuffixForward:
         return model.unembed(model.ln_final(x))[:, 0, :]
 
     def _keys_values(self, layer: int, h: torch.Tensor, p0: int, patched):
-        attn = self.model.blocks[layer].attn
+        w = self._weights(layer)
         name = f"blocks.{layer}.attn."
         n_var = h.shape[0] // self.n_pairs
-        k = patched(name + "hook_k", torch.einsum("bpd,hde->bphe", h, attn.W_K) + attn.b_K)
-        v = patched(name + "hook_v", torch.einsum("bpd,hde->bphe", h, attn.W_V) + attn.b_V)
+        kv = torch.addmm(w["bkv"], h.reshape(-1, h.shape[-1]), w["kv"])
+        k, v = kv.reshape(h.shape[0], h.shape[1], 2, *w["k_heads"]).unbind(2)
+        k = patched(name + "hook_k", k.contiguous())
+        v = patched(name + "hook_v", v.contiguous())
         if p0:
             k = torch.cat([self.base[name + "hook_k"][:, :p0].repeat(n_var, 1, 1, 1), k], dim=1)
             v = torch.cat([self.base[name + "hook_v"][:, :p0].repeat(n_var, 1, 1, 1), v], dim=1)
@@ -132,16 +154,18 @@ class SuffixForward:
 
     def _attend(self, layer: int, h_q: torch.Tensor, k, v, first_q: int, patched):
         """Attention output for queries at absolute positions ``first_q`` on (rows of h_q)."""
-        attn = self.model.blocks[layer].attn
+        w = self._weights(layer)
         name = f"blocks.{layer}.attn."
-        q = patched(name + "hook_q", torch.einsum("bpd,hde->bphe", h_q, attn.W_Q) + attn.b_Q)
+        q = torch.addmm(w["bq"], h_q.reshape(-1, h_q.shape[-1]), w["q"])
+        q = patched(name + "hook_q", q.reshape(h_q.shape[0], h_q.shape[1], *w["q_heads"]))
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.scale
         n_q, n_k = q.shape[1], k.shape[1]
         future = torch.ones(n_q, n_k, dtype=torch.bool, device=h_q.device).triu(first_q + 1)
         scores = scores.masked_fill(future, float("-inf"))
         pattern = patched(name + "hook_pattern", scores.softmax(-1))
         z = patched(name + "hook_z", torch.einsum("bhqk,bkhe->bqhe", pattern, v))
-        out = torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O
+        out = torch.addmm(w["bo"], z.reshape(-1, w["o"].shape[0]), w["o"])
+        out = out.reshape(z.shape[0], z.shape[1], -1)
         return patched(f"blocks.{layer}.hook_attn_out", out)
 
     def _attention(self, layer: int, x: torch.Tensor, p0: int, patched) -> torch.Tensor:

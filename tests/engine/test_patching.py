@@ -311,7 +311,7 @@ def test_only_positions_after_the_first_difference_are_recomputed(shaped_host):
         assert per_variant == runner.n_pos - first  # only the suffix, for every variant
 
 
-def test_position_sweeps_recompute_only_from_the_patched_position(shaped_host):
+def test_position_sweeps_recompute_only_from_the_patched_position(shaped_host, monkeypatch):
     """A patch at position p changes nothing before p (causal attention): the block sweep runs
     each cell over positions p.. only, and a cell before the prompts' first difference (which
     patches in the base run's own values) is not run at all; same numbers as TL."""
@@ -319,6 +319,10 @@ def test_position_sweeps_recompute_only_from_the_patched_position(shaped_host):
                        "to Mary and then went home, and", " John", " Mary")
     late = PromptPair("John gave a drink to Mary and then went home with Mary, and", "John gave a "
                       "drink to Mary and then went home with John, and", " John", " Mary")
+    from engine.patch_runner import PatchRunner
+
+    # Every start position its own forward (by default small ones are merged for speed).
+    monkeypatch.setattr(PatchRunner, "min_rows", 0)
     for pair in (early, late):
         shaped_host.__dict__.pop("_patching_runner", None)
         ours = check(shaped_host, [pair], "block")
