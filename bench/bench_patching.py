@@ -201,7 +201,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="best of N, both sides (bundled)")
     ap.add_argument("--repeats-big", type=int, default=1, help="best of N on the 12-layer model")
     ap.add_argument("--only", choices=["bundled", "big"], default=None)
-    ap.add_argument("--tl-block-max-forwards", type=int, default=300,
+    ap.add_argument("--tl-block-max-forwards", type=int, default=1000,
                     help="estimate TL's block sweep from its per-forward time above this")
     ap.add_argument("--memory-child", default="")
     args = ap.parse_args()
