@@ -18,6 +18,17 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+
+# TransformerLens act_fn names whose fused PyTorch kernel computes the same function (gelu_new is
+# the tanh approximation written out in five elementwise steps; the fused one is one pass).
+FUSED_ACTS = {
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+}
 
 # hook name suffix -> axis of the query position in the activation (after the batch axis)
 POS_AXIS = {
@@ -75,6 +86,23 @@ class SuffixForward:
         scale = float(getattr(cfg, "attn_scale", -1) or -1)
         self.scale = scale if scale > 0 else math.sqrt(cfg.d_head)
         self._flat: dict[int, dict] = {}
+        act = FUSED_ACTS.get(str(getattr(cfg, "act_fn", "")))
+        self._act = None if getattr(cfg, "gated_mlp", False) else act
+
+    def _mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """The block's MLP on ln2(x); as two GEMMs and a fused activation for plain MLPs."""
+        block = self.model.blocks[layer]
+        h = block.ln2(x)
+        mlp = block.mlp
+        if self._act is None:
+            return mlp(h)
+        pre = h.reshape(-1, h.shape[-1]) @ mlp.W_in
+        if mlp.b_in is not None:
+            pre = pre + mlp.b_in
+        out = self._act(pre) @ mlp.W_out
+        if mlp.b_out is not None:
+            out = out + mlp.b_out
+        return out.reshape(*h.shape[:-1], out.shape[-1])
 
     def _weights(self, layer: int) -> dict:
         """The layer's attention weights as plain matrices, so each projection is one GEMM over
@@ -132,8 +160,7 @@ class SuffixForward:
                 return model.unembed(model.ln_final(x))[:, 0, :]
             x = x + self._attention(layer, x, p0, patched)
             x = patched(name + "hook_resid_mid", x)
-            block = model.blocks[layer]
-            x = x + patched(name + "hook_mlp_out", block.mlp(block.ln2(x)))
+            x = x + patched(name + "hook_mlp_out", self._mlp(layer, x))
         n_var = x.shape[0] // b
         rows = torch.arange(x.shape[0], device=x.device)
         x = x[rows, (answer_pos - p0).repeat(n_var)][:, None, :]
@@ -185,4 +212,4 @@ class SuffixForward:
         name = f"blocks.{layer}."
         x_a = x[:, a:a + 1] + self._attend(layer, h[:, a:a + 1], k, v, p0 + a, at_answer)
         x_a = at_answer(name + "hook_resid_mid", x_a)
-        return x_a + at_answer(name + "hook_mlp_out", block.mlp(block.ln2(x_a)))
+        return x_a + at_answer(name + "hook_mlp_out", self._mlp(layer, x_a))
