@@ -19,6 +19,14 @@ def wait_idle(qtbot, window, timeout=60_000):
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=timeout)
 
 
+def run_panel_sweep(qtbot, window, panel, kind: str) -> None:
+    """Pick ``kind`` in the sweep box, click Run sweep and wait until the job is done."""
+    panel.sweep_combo.setCurrentIndex(panel.sweep_combo.findData(kind))
+    with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
+                          check_params_cb=lambda ch: ch == "patching"):
+        qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+
+
 def test_sweep_streams_into_heatmap_and_click_selects(qtbot, window, artifacts_dir):
     b = binding(window)
     panel = b.widget
@@ -32,10 +40,7 @@ def test_sweep_streams_into_heatmap_and_click_selects(qtbot, window, artifacts_d
     assert panel.alignment.item(0, pos).text() != panel.alignment.item(1, pos).text()
     assert panel.alignment.item(0, pos).background().color().name() != \
         panel.alignment.item(0, 0).background().color().name()
-    panel.sweep_combo.setCurrentIndex(panel.sweep_combo.findData("head_out"))
-    with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
-                          check_params_cb=lambda ch: ch == "patching"):
-        qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    run_panel_sweep(qtbot, window, panel, "head_out")
     result = panel.result
     assert result is not None and result.complete
     # Same numbers as the engine computes on the window's own model (run through the worker).
@@ -180,10 +185,7 @@ def test_drag_palette_heads_onto_plan_and_run(qtbot, window, artifacts_dir):
     assert res is not None and len(res.values) == 3
     # The head alone must equal the head sweep's cell (1, 2): an independent code path
     # (TransformerLens-checked in tests/engine).
-    panel.sweep_combo.setCurrentIndex(panel.sweep_combo.findData("head_out"))
-    with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
-                          check_params_cb=lambda ch: ch == "patching"):
-        qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    run_panel_sweep(qtbot, window, panel, "head_out")
     assert abs(res.values[1] - panel.result.values[1, 2]) < 1e-5
     assert view.chart.labels[0] == "all together" and len(view.chart.labels) == 3
     # A heatmap cell dragged onto the plan: the same payload the cell's QDrag carries.
@@ -256,10 +258,7 @@ def test_attribution_estimate_beside_exact_and_verify_top_k(qtbot, window):
 def test_path_patching_from_a_clicked_head(qtbot, window):
     panel = binding(window).widget
     wait_idle(qtbot, window)
-    panel.sweep_combo.setCurrentIndex(panel.sweep_combo.findData("head_out"))
-    with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
-                          check_params_cb=lambda ch: ch == "patching"):
-        qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    run_panel_sweep(qtbot, window, panel, "head_out")
     qtbot.mouseClick(panel.heatmap.graphics.viewport(), Qt.MouseButton.LeftButton,
                      pos=panel.heatmap.data_to_widget(1.5, 0.5))
     assert panel.senders == [(0, 1)] and "L0H1" in panel.path_button.text()
@@ -342,10 +341,7 @@ def test_drag_head_from_attention_grid_onto_plan(qtbot, window, monkeypatch):
                           check_params_cb=lambda ch: ch == "patching.plan"):
         qtbot.mouseClick(view.run_button, Qt.MouseButton.LeftButton)
     alone = view.result.values[-1]
-    panel.sweep_combo.setCurrentIndex(panel.sweep_combo.findData("head_out"))
-    with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
-                          check_params_cb=lambda ch: ch == "patching"):
-        qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    run_panel_sweep(qtbot, window, panel, "head_out")
     assert abs(alone - panel.result.values[1, 3]) < 1e-5
     # A press on the grid's margin (no head there) starts nothing.
     qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=end)
@@ -357,10 +353,7 @@ def test_pattern_by_position_sweep_cells_map_to_plan_items(qtbot, window):
     positions, and a cell's plan item patches that head's pattern row at that position."""
     panel = binding(window).widget
     wait_idle(qtbot, window)
-    panel.sweep_combo.setCurrentIndex(panel.sweep_combo.findData("head_pattern_by_pos"))
-    with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
-                          check_params_cb=lambda ch: ch == "patching"):
-        qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    run_panel_sweep(qtbot, window, panel, "head_pattern_by_pos")
     res = panel.result
     n_layers, n_heads, n_pos = res.values.shape
     assert res.axes == ("layer", "head", "pos")
