@@ -18,8 +18,8 @@ import torch
 
 from engine.jobs import JobContext
 from engine.suffix_forward import (
+    BASE_NAMES,
     POS_AXIS,
-    PREFIX_NAMES,
     SuffixForward,
     hook_kind,
     where_hook,
@@ -74,7 +74,7 @@ class PatchRunner:
         resid = {f"blocks.{layer}.hook_resid_pre" for layer in range(self.n_layers)}
         if start_at_layer:  # the suffix forward reads the prefix's keys and values
             resid |= {f"blocks.{layer}.{kind}" for layer in range(self.n_layers)
-                      for kind in PREFIX_NAMES}
+                      for kind in BASE_NAMES}
         src_logits, src_cache = model.run_with_cache(src_toks, names_filter=lambda n: n in names)
         ctx.check_cancelled()
         captured: dict = {}
@@ -156,9 +156,11 @@ class PatchRunner:
         if p0 <= 0:
             return False
         try:
-            out = suffix([0], {}, p0, self._pos)
+            out = suffix([0], {}, p0, self._pos, reuse_base_attention=False)
         except Exception:  # noqa: BLE001 - any failure means: not this model's block form
             return False
+        finally:
+            suffix.query_rows = 0  # count the sweep's rows only
         want = self.base_final.float()
         tol = 1e-4 * max(1.0, float(want.abs().max()))
         return bool(torch.isfinite(out).all()) and float((out.float() - want).abs().max()) <= tol

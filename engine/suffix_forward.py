@@ -23,12 +23,12 @@ import torch.nn.functional as F
 # TransformerLens act_fn names whose fused PyTorch kernel computes the same function (gelu_new is
 # the tanh approximation written out in five elementwise steps; the fused one is one pass).
 FUSED_ACTS = {
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu": F.gelu,
-    "relu": F.relu,
-    "silu": F.silu,
-}
+    "gelu_new": lambda x: torch.ops.aten.gelu_(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: torch.ops.aten.gelu_(x, approximate="tanh"),
+    "gelu": lambda x: torch.ops.aten.gelu_(x),
+    "relu": torch.relu_,
+    "silu": lambda x: F.silu(x, inplace=True),
+}  # all in place: the MLP's hidden activation is the largest tensor of the forward
 
 # hook name suffix -> axis of the query position in the activation (after the batch axis)
 POS_AXIS = {
@@ -37,6 +37,10 @@ POS_AXIS = {
     "attn.hook_pattern": 1,
 }
 PREFIX_NAMES = ("attn.hook_k", "attn.hook_v")  # cached from the base run for the prefix
+# Also cached: a variant joining the staircase at layer l has the base run's resid_pre there, so
+# unless it patches something upstream of z at that layer its attention is the base run's.
+BASE_NAMES = PREFIX_NAMES + ("attn.hook_z",)
+UPSTREAM_OF_Z = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern")
 
 
 def hook_kind(name: str) -> str | None:
@@ -86,6 +90,7 @@ class SuffixForward:
         scale = float(getattr(cfg, "attn_scale", -1) or -1)
         self.scale = scale if scale > 0 else math.sqrt(cfg.d_head)
         self._flat: dict[int, dict] = {}
+        self.query_rows = 0  # variant-positions whose attention was computed (for tests, benches)
         act = FUSED_ACTS.get(str(getattr(cfg, "act_fn", "")))
         self._act = None if getattr(cfg, "gated_mlp", False) else act
 
@@ -96,13 +101,11 @@ class SuffixForward:
         mlp = block.mlp
         if self._act is None:
             return mlp(h)
-        pre = h.reshape(-1, h.shape[-1]) @ mlp.W_in
-        if mlp.b_in is not None:
-            pre = pre + mlp.b_in
-        out = self._act(pre) @ mlp.W_out
-        if mlp.b_out is not None:
-            out = out + mlp.b_out
-        return out.reshape(*h.shape[:-1], out.shape[-1])
+        h = h.reshape(-1, h.shape[-1])
+        pre = h @ mlp.W_in if mlp.b_in is None else torch.addmm(mlp.b_in, h, mlp.W_in)
+        hidden = self._act(pre)
+        out = hidden @ mlp.W_out if mlp.b_out is None else torch.addmm(mlp.b_out, hidden, mlp.W_out)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def _weights(self, layer: int) -> dict:
         """The layer's attention weights as plain matrices, so each projection is one GEMM over
@@ -123,7 +126,8 @@ class SuffixForward:
             self._flat[layer] = w
         return w
 
-    def __call__(self, starts: list[int], patches: dict, p0: int, answer_pos: torch.Tensor):
+    def __call__(self, starts: list[int], patches: dict, p0: int, answer_pos: torch.Tensor,
+                 reuse_base_attention: bool = True):
         """Final-position logits [V * B, vocab]; ``starts`` sorted; ``patches[name]`` is the
         (mask, values) of that activation over all positions (cut to ``p0:`` here).
 
@@ -151,16 +155,20 @@ class SuffixForward:
             self.check_cancelled()
             n_new = sum(1 for s in starts if s == layer)
             name = f"blocks.{layer}."
+            n_old = 0 if x is None else x.shape[0]
             if n_new:
                 fresh = self.base[name + "hook_resid_pre"][:, p0:].repeat(n_new, 1, 1)
                 x = fresh if x is None else torch.cat([x, fresh])
             x = patched(name + "hook_resid_pre", x)
+            # Rows joining here have the base run's attention unless a patch comes before z.
+            reuse = reuse_base_attention and not any(name + k in hooks for k in UPSTREAM_OF_Z)
+            n_computed = n_old if reuse else len(x)
             if one_answer and layer == n_layers - 1:
-                x = self._last_layer(layer, x, p0, answer - p0, patched, last)
+                x = self._last_layer(layer, x, p0, answer - p0, patched, last, n_computed)
                 return model.unembed(model.ln_final(x))[:, 0, :]
-            x = x + self._attention(layer, x, p0, patched)
+            x += self._attention(layer, x, p0, patched, n_computed)
             x = patched(name + "hook_resid_mid", x)
-            x = x + patched(name + "hook_mlp_out", self._mlp(layer, x))
+            x += patched(name + "hook_mlp_out", self._mlp(layer, x))
         n_var = x.shape[0] // b
         rows = torch.arange(x.shape[0], device=x.device)
         x = x[rows, (answer_pos - p0).repeat(n_var)][:, None, :]
@@ -179,37 +187,60 @@ class SuffixForward:
             v = torch.cat([self.base[name + "hook_v"][:, :p0].repeat(n_var, 1, 1, 1), v], dim=1)
         return k, v
 
-    def _attend(self, layer: int, h_q: torch.Tensor, k, v, first_q: int, patched):
-        """Attention output for queries at absolute positions ``first_q`` on (rows of h_q)."""
+    def _attend(self, layer: int, h_q: torch.Tensor, k, v, first_q: int, patched,
+                base_z: torch.Tensor | None = None):
+        """Attention output for queries at absolute positions ``first_q`` on (rows of h_q), then
+        the rows of ``base_z`` (z taken as it is: the base run's own attention)."""
         w = self._weights(layer)
         name = f"blocks.{layer}.attn."
-        q = torch.addmm(w["bq"], h_q.reshape(-1, h_q.shape[-1]), w["q"])
-        q = patched(name + "hook_q", q.reshape(h_q.shape[0], h_q.shape[1], *w["q_heads"]))
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.scale
-        n_q, n_k = q.shape[1], k.shape[1]
-        future = torch.ones(n_q, n_k, dtype=torch.bool, device=h_q.device).triu(first_q + 1)
-        scores = scores.masked_fill(future, float("-inf"))
-        pattern = patched(name + "hook_pattern", scores.softmax(-1))
-        z = patched(name + "hook_z", torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+        if h_q.shape[0]:
+            self.query_rows += h_q.shape[0] * h_q.shape[1] // self.n_pairs
+            q = torch.addmm(w["bq"], h_q.reshape(-1, h_q.shape[-1]), w["q"])
+            q = patched(name + "hook_q", q.reshape(h_q.shape[0], h_q.shape[1], *w["q_heads"]))
+            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.scale
+            n_q, n_k = q.shape[1], k.shape[1]
+            future = torch.ones(n_q, n_k, dtype=torch.bool, device=h_q.device).triu(first_q + 1)
+            scores = scores.masked_fill(future, float("-inf"))
+            pattern = patched(name + "hook_pattern", scores.softmax(-1))
+            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+            if base_z is not None:
+                z = torch.cat([z, base_z])
+        else:
+            z = base_z
+        z = patched(name + "hook_z", z)
         out = torch.addmm(w["bo"], z.reshape(-1, w["o"].shape[0]), w["o"])
         out = out.reshape(z.shape[0], z.shape[1], -1)
         return patched(f"blocks.{layer}.hook_attn_out", out)
 
-    def _attention(self, layer: int, x: torch.Tensor, p0: int, patched) -> torch.Tensor:
-        h = self.model.blocks[layer].ln1(x)
-        k, v = self._keys_values(layer, h, p0, patched)
-        return self._attend(layer, h, k, v, p0, patched)
+    def _base_z(self, layer: int, n_rows: int, first: int, length: int | None = None):
+        """The base run's z at positions ``first:`` (``length`` of them) for ``n_rows`` rows."""
+        z = self.base[f"blocks.{layer}.attn.hook_z"]
+        z = z.narrow(1, first, z.shape[1] - first if length is None else length)
+        return z.repeat(n_rows // self.n_pairs, *([1] * (z.ndim - 1)))
 
-    def _last_layer(self, layer: int, x: torch.Tensor, p0: int, a: int, patched, last: dict):
+    def _attention(self, layer: int, x: torch.Tensor, p0: int, patched,
+                   n_computed: int) -> torch.Tensor:
+        """The attention output of every row of ``x``; only its first ``n_computed`` rows are
+        computed, the rest (variants that joined at this layer) take the base run's z."""
+        base_z = self._base_z(layer, len(x) - n_computed, p0) if n_computed < len(x) else None
+        h = self.model.blocks[layer].ln1(x[:n_computed])
+        k, v = self._keys_values(layer, h, p0, patched) if n_computed else (None, None)
+        return self._attend(layer, h, k, v, p0, patched, base_z)
+
+    def _last_layer(self, layer: int, x: torch.Tensor, p0: int, a: int, patched, last: dict,
+                    n_computed: int):
         """The last block at the answer position only (``a`` relative to ``p0``): [VB, 1, d]."""
         block = self.model.blocks[layer]
-        h = block.ln1(x)
-        k, v = self._keys_values(layer, h, p0, patched)
+        h = block.ln1(x[:n_computed])
+        k, v = self._keys_values(layer, h, p0, patched) if n_computed else (None, None)
+        base_z = None
+        if n_computed < len(x):
+            base_z = self._base_z(layer, len(x) - n_computed, p0 + a, 1)
 
         def at_answer(name: str, act: torch.Tensor) -> torch.Tensor:
             return patched(name, act, last)
 
         name = f"blocks.{layer}."
-        x_a = x[:, a:a + 1] + self._attend(layer, h[:, a:a + 1], k, v, p0 + a, at_answer)
+        x_a = x[:, a:a + 1] + self._attend(layer, h[:, a:a + 1], k, v, p0 + a, at_answer, base_z)
         x_a = at_answer(name + "hook_resid_mid", x_a)
         return x_a + at_answer(name + "hook_mlp_out", self._mlp(layer, x_a))

@@ -334,3 +334,19 @@ def test_position_sweeps_recompute_only_from_the_patched_position(shaped_host, m
         per_layer = sum(n - p for p in range(first, n))
         assert runner.positions_computed == 3 * runner.n_layers * per_layer
         assert runner.positions_computed < 0.6 * ours.total * (n - first)
+
+
+def test_variants_take_the_base_attention_at_their_own_layer(shaped_host):
+    """A head-output patch at layer l leaves that layer's queries, keys and pattern as in the base
+    run: a variant joining the staircase there takes the base run's z and patches it, so
+    attention is computed only for variants that started below (and, in the last layer, at the
+    answer position). Same numbers as TL's get_act_patch_attn_head_out_all_pos."""
+    shaped_host.__dict__.pop("_patching_runner", None)
+    ours = check(shaped_host, [IOI, IOI2], "head_out")
+    runner = shaped_host.__dict__["_patching_runner"][1]
+    n_layers, n_heads = runner.n_layers, ours.values.shape[1]
+    assert ours.chunk_size >= n_layers * n_heads  # one forward: the count below is exact
+    pb = prepare_pairs(shaped_host, [IOI, IOI2])
+    suffix = runner.n_pos - int((pb.clean != pb.corrupted).any(0).nonzero()[0])
+    below = [layer * n_heads for layer in range(n_layers)]  # variants started below each layer
+    assert runner.suffix.query_rows == sum(below[:-1]) * suffix + below[-1]
