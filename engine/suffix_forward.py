@@ -11,6 +11,12 @@ maps to the same form): ``x + attn(ln1(x))`` then ``+ mlp(ln2(x))``, the model's
 ``ln2``, ``mlp`` modules and its ``W_Q/W_K/W_V/W_O`` weights. ``PatchRunner`` checks it once per
 model and prompt shape against the full forward and does not use it when they disagree (rotary
 positions, parallel blocks, soft-capping, grouped keys ...).
+
+Two more savings, both exact: a variant joins the batch at its first patched layer with the base
+run's residual stream, so unless it patches something upstream of z there (resid_pre, q, k, v,
+pattern) its attention at that layer is the base run's cached z; and the last layer, when every
+pair's answer sits at one position, runs its query at that position only, scoring the suffix
+through W_K and pooling it before W_V rather than projecting every position to keys and values.
 """
 
 from __future__ import annotations
@@ -191,26 +197,62 @@ class SuffixForward:
                 base_z: torch.Tensor | None = None):
         """Attention output for queries at absolute positions ``first_q`` on (rows of h_q), then
         the rows of ``base_z`` (z taken as it is: the base run's own attention)."""
+        z = self._z(layer, h_q, k, v, first_q, patched) if h_q.shape[0] else None
+        return self._attn_out(layer, z, base_z, patched)
+
+    def _z(self, layer: int, h_q: torch.Tensor, k, v, first_q: int, patched) -> torch.Tensor:
         w = self._weights(layer)
         name = f"blocks.{layer}.attn."
-        if h_q.shape[0]:
-            self.query_rows += h_q.shape[0] * h_q.shape[1] // self.n_pairs
-            q = torch.addmm(w["bq"], h_q.reshape(-1, h_q.shape[-1]), w["q"])
-            q = patched(name + "hook_q", q.reshape(h_q.shape[0], h_q.shape[1], *w["q_heads"]))
-            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.scale
-            n_q, n_k = q.shape[1], k.shape[1]
-            future = torch.ones(n_q, n_k, dtype=torch.bool, device=h_q.device).triu(first_q + 1)
-            scores = scores.masked_fill(future, float("-inf"))
-            pattern = patched(name + "hook_pattern", scores.softmax(-1))
-            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
-            if base_z is not None:
-                z = torch.cat([z, base_z])
-        else:
-            z = base_z
-        z = patched(name + "hook_z", z)
+        self.query_rows += h_q.shape[0] * h_q.shape[1] // self.n_pairs
+        q = torch.addmm(w["bq"], h_q.reshape(-1, h_q.shape[-1]), w["q"])
+        q = patched(name + "hook_q", q.reshape(h_q.shape[0], h_q.shape[1], *w["q_heads"]))
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.scale
+        n_q, n_k = q.shape[1], k.shape[1]
+        future = torch.ones(n_q, n_k, dtype=torch.bool, device=h_q.device).triu(first_q + 1)
+        scores = scores.masked_fill(future, float("-inf"))
+        pattern = patched(name + "hook_pattern", scores.softmax(-1))
+        return torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+
+    def _attn_out(self, layer: int, z: torch.Tensor | None, base_z: torch.Tensor | None,
+                  patched) -> torch.Tensor:
+        """z (computed rows, then the base run's rows) -> hook_z -> W_O -> hook_attn_out."""
+        w = self._weights(layer)
+        if z is None or base_z is not None:
+            z = base_z if z is None else torch.cat([z, base_z])
+        z = patched(f"blocks.{layer}.attn.hook_z", z)
         out = torch.addmm(w["bo"], z.reshape(-1, w["o"].shape[0]), w["o"])
         out = out.reshape(z.shape[0], z.shape[1], -1)
         return patched(f"blocks.{layer}.hook_attn_out", out)
+
+    def _answer_z(self, layer: int, h: torch.Tensor, p0: int, a: int, at_answer) -> torch.Tensor:
+        """z at the answer position [R, 1, heads, d_head] without keys or values for the suffix:
+        q.(h W_K + b_K) = (W_K q).h + q.b_K, and sum_t p_t (h_t W_V + b_V) = (sum_t p_t h_t) W_V
+        + (sum_t p_t) b_V, so one query costs a few matrix-vector products per head instead of
+        two projections of every position. Prefix positions use the base run's cached k, v."""
+        attn, w = self.model.blocks[layer].attn, self._weights(layer)
+        name = f"blocks.{layer}.attn."
+        rows = h.shape[0]
+        self.query_rows += rows // self.n_pairs
+        q = torch.addmm(w["bq"], h[:, a], w["q"]).reshape(rows, 1, *w["q_heads"])
+        q = at_answer(name + "hook_q", q)[:, 0]  # [R, heads, d_head]
+        seen = h[:, :a + 1]  # suffix positions up to the answer
+        scores = torch.einsum("rhd,rtd->rht", torch.einsum("rhe,hde->rhd", q, attn.W_K), seen)
+        scores = scores + (q * attn.b_K).sum(-1, keepdim=True)
+        n_var = rows // self.n_pairs
+        if p0:
+            k_pre = self.base[name + "hook_k"][:, :p0].repeat(n_var, 1, 1, 1)
+            scores = torch.cat([torch.einsum("rhe,rthe->rht", q, k_pre), scores], dim=-1)
+        probs = (scores / self.scale).softmax(-1)
+        n_k = p0 + h.shape[1]
+        pattern = at_answer(name + "hook_pattern",
+                            F.pad(probs, (0, n_k - probs.shape[-1]))[:, :, None, :])[:, :, 0]
+        p_suffix = pattern[..., p0:p0 + a + 1]
+        z = torch.einsum("rhd,hde->rhe", torch.einsum("rht,rtd->rhd", p_suffix, seen), attn.W_V)
+        z = z + p_suffix.sum(-1, keepdim=True) * attn.b_V
+        if p0:
+            v_pre = self.base[name + "hook_v"][:, :p0].repeat(n_var, 1, 1, 1)
+            z = z + torch.einsum("rht,rthe->rhe", pattern[..., :p0], v_pre)
+        return z[:, None]
 
     def _base_z(self, layer: int, n_rows: int, first: int, length: int | None = None):
         """The base run's z at positions ``first:`` (``length`` of them) for ``n_rows`` rows."""
@@ -232,7 +274,6 @@ class SuffixForward:
         """The last block at the answer position only (``a`` relative to ``p0``): [VB, 1, d]."""
         block = self.model.blocks[layer]
         h = block.ln1(x[:n_computed])
-        k, v = self._keys_values(layer, h, p0, patched) if n_computed else (None, None)
         base_z = None
         if n_computed < len(x):
             base_z = self._base_z(layer, len(x) - n_computed, p0 + a, 1)
@@ -241,6 +282,13 @@ class SuffixForward:
             return patched(name, act, last)
 
         name = f"blocks.{layer}."
-        x_a = x[:, a:a + 1] + self._attend(layer, h[:, a:a + 1], k, v, p0 + a, at_answer, base_z)
+        if not n_computed:
+            z = None
+        elif any(name + kind in last for kind in ("attn.hook_k", "attn.hook_v")):
+            k, v = self._keys_values(layer, h, p0, patched)
+            z = self._z(layer, h[:, a:a + 1], k, v, p0 + a, at_answer)
+        else:
+            z = self._answer_z(layer, h, p0, a, at_answer)
+        x_a = x[:, a:a + 1] + self._attn_out(layer, z, base_z, at_answer)
         x_a = at_answer(name + "hook_resid_mid", x_a)
         return x_a + at_answer(name + "hook_mlp_out", self._mlp(layer, x_a))
