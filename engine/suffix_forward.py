@@ -137,9 +137,9 @@ class SuffixForward:
         """Final-position logits [V * B, vocab]; ``starts`` sorted; ``patches[name]`` is the
         (mask, values) of that activation over all positions (cut to ``p0:`` here).
 
-        When every pair's answer is at the same position, the last layer computes keys and values
-        for all positions but its query, attention output and MLP at the answer position only:
-        nothing else reaches the logits the metric reads."""
+        When every pair's answer is at the same position, the last layer computes its query,
+        attention output and MLP at the answer position only (nothing else reaches the logits the
+        metric reads), and forms no keys or values unless a patch sets them (``_answer_z``)."""
         model, b = self.model, self.n_pairs
         n_layers = model.cfg.n_layers
         hooks = {name: where_hook(*narrow_patch(name, mask, values, p0), b)
