@@ -193,13 +193,6 @@ class SuffixForward:
             v = torch.cat([self.base[name + "hook_v"][:, :p0].repeat(n_var, 1, 1, 1), v], dim=1)
         return k, v
 
-    def _attend(self, layer: int, h_q: torch.Tensor, k, v, first_q: int, patched,
-                base_z: torch.Tensor | None = None):
-        """Attention output for queries at absolute positions ``first_q`` on (rows of h_q), then
-        the rows of ``base_z`` (z taken as it is: the base run's own attention)."""
-        z = self._z(layer, h_q, k, v, first_q, patched) if h_q.shape[0] else None
-        return self._attn_out(layer, z, base_z, patched)
-
     def _z(self, layer: int, h_q: torch.Tensor, k, v, first_q: int, patched) -> torch.Tensor:
         w = self._weights(layer)
         name = f"blocks.{layer}.attn."
@@ -217,7 +210,7 @@ class SuffixForward:
                   patched) -> torch.Tensor:
         """z (computed rows, then the base run's rows) -> hook_z -> W_O -> hook_attn_out."""
         w = self._weights(layer)
-        if z is None or base_z is not None:
+        if base_z is not None:
             z = base_z if z is None else torch.cat([z, base_z])
         z = patched(f"blocks.{layer}.attn.hook_z", z)
         out = torch.addmm(w["bo"], z.reshape(-1, w["o"].shape[0]), w["o"])
@@ -266,8 +259,10 @@ class SuffixForward:
         computed, the rest (variants that joined at this layer) take the base run's z."""
         base_z = self._base_z(layer, len(x) - n_computed, p0) if n_computed < len(x) else None
         h = self.model.blocks[layer].ln1(x[:n_computed])
-        k, v = self._keys_values(layer, h, p0, patched) if n_computed else (None, None)
-        return self._attend(layer, h, k, v, p0, patched, base_z)
+        z = None
+        if n_computed:
+            z = self._z(layer, h, *self._keys_values(layer, h, p0, patched), p0, patched)
+        return self._attn_out(layer, z, base_z, patched)
 
     def _last_layer(self, layer: int, x: torch.Tensor, p0: int, a: int, patched, last: dict,
                     n_computed: int):
