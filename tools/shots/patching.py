@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     block = sweep("block")
     print("block sweep", block.values.shape, f"{block.seconds:.2f}s")
+    app.processEvents()  # the row-label axis widened for its labels: lay out before the grab
     panel.grab().save(str(out / "patching_block.png"))
     heads = sweep("head_out")
     layer, head = np.unravel_index(int(np.nanargmax(heads.values)), heads.values.shape)
