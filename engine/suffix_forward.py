@@ -26,15 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-# TransformerLens act_fn names whose fused PyTorch kernel computes the same function (gelu_new is
-# the tanh approximation written out in five elementwise steps; the fused one is one pass).
-FUSED_ACTS = {
-    "gelu_new": lambda x: torch.ops.aten.gelu_(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: torch.ops.aten.gelu_(x, approximate="tanh"),
-    "gelu": lambda x: torch.ops.aten.gelu_(x),
-    "relu": torch.relu_,
-    "silu": lambda x: F.silu(x, inplace=True),
-}  # all in place: the MLP's hidden activation is the largest tensor of the forward
+from engine.dense import fusable, linear, pack
 
 # hook name suffix -> axis of the query position in the activation (after the batch axis)
 POS_AXIS = {
@@ -84,6 +76,31 @@ def where_hook(mask: torch.Tensor, values: torch.Tensor, n_pairs: int):
     return hook
 
 
+def plain_layer_norm(ln, eps: float) -> torch.nn.LayerNorm | None:
+    """The ``nn.LayerNorm`` a TransformerLens norm bridge wraps, when the bridge computes exactly
+    it (LayerNorm, not RMS, no weight offset, the same eps); None otherwise. Calling it directly
+    is one fused kernel instead of the bridge's seven elementwise passes."""
+    inner = getattr(ln, "original_component", None)
+    if (type(inner) is not torch.nn.LayerNorm or getattr(ln, "uses_rms_norm", True)
+            or getattr(ln, "uses_weight_offset", True) or abs(inner.eps - eps) > 1e-12):
+        return None
+    return inner
+
+
+class Hooks:
+    """Patch hooks by hook name: ``hooks(name, act)`` patches ``act`` if a hook is set there."""
+
+    def __init__(self, table: dict) -> None:
+        self.table = table
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.table
+
+    def __call__(self, name: str, act: torch.Tensor) -> torch.Tensor:
+        fn = self.table.get(name)
+        return fn(act) if fn is not None else act
+
+
 class SuffixForward:
     """The staircase forward of ``PatchRunner`` over positions ``p0:`` only."""
 
@@ -97,38 +114,57 @@ class SuffixForward:
         self.scale = scale if scale > 0 else math.sqrt(cfg.d_head)
         self._flat: dict[int, dict] = {}
         self.query_rows = 0  # variant-positions whose attention was computed (for tests, benches)
-        act = FUSED_ACTS.get(str(getattr(cfg, "act_fn", "")))
-        self._act = None if getattr(cfg, "gated_mlp", False) else act
+        act = str(getattr(cfg, "act_fn", ""))
+        self._act = act if fusable(act) and not getattr(cfg, "gated_mlp", False) else None
+        eps = float(getattr(cfg, "eps", 1e-5))
+        self._norms = {}
+        for i, block in enumerate(model.blocks):
+            for name in ("ln1", "ln2"):
+                module = getattr(block, name)
+                self._norms[i, name] = plain_layer_norm(module, eps) or module
 
-    def _mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        """The block's MLP on ln2(x); as two GEMMs and a fused activation for plain MLPs."""
+    def _mlp(self, layer: int, x: torch.Tensor, patched: Hooks) -> torch.Tensor:
+        """``x`` plus the block's MLP on ln2(x) (through hook_mlp_out). A plain (ungated) MLP runs
+        as two dense layers, the activation fused into the first and, unless hook_mlp_out is
+        patched, the residual add into the second."""
         block = self.model.blocks[layer]
-        h = block.ln2(x)
+        name = f"blocks.{layer}.hook_mlp_out"
+        h = self._norms[layer, "ln2"](x)
         mlp = block.mlp
         if self._act is None:
-            return mlp(h)
-        h = h.reshape(-1, h.shape[-1])
-        pre = h @ mlp.W_in if mlp.b_in is None else torch.addmm(mlp.b_in, h, mlp.W_in)
-        hidden = self._act(pre)
-        out = hidden @ mlp.W_out if mlp.b_out is None else torch.addmm(mlp.b_out, hidden, mlp.W_out)
-        return out.reshape(*x.shape[:-1], out.shape[-1])
+            return x + patched(name, mlp(h))
+        w_in = pack(self.model, ("mlp_in", layer), (mlp.W_in,), lambda: mlp.W_in.t())
+        w_out = pack(self.model, ("mlp_out", layer), (mlp.W_out,), lambda: mlp.W_out.t())
+        hidden = linear(h.reshape(-1, h.shape[-1]), w_in, mlp.b_in, self._act)
+        if name in patched:
+            out = linear(hidden, w_out, mlp.b_out).reshape(x.shape)
+            return x + patched(name, out)
+        return linear(hidden, w_out, mlp.b_out, residual=x.reshape(-1, x.shape[-1])).reshape(
+            x.shape)
 
     def _weights(self, layer: int) -> dict:
-        """The layer's attention weights as plain matrices, so each projection is one GEMM over
-        all heads ([d_model, heads * d_head]) instead of a batched product per head."""
+        """The layer's attention weights as plain matrices, so each projection is one dense layer
+        over all heads (``F.linear``'s [heads * d_head, d_model]) instead of a batched product
+        per head."""
         w = self._flat.get(layer)
         if w is None:
             attn = self.model.blocks[layer].attn
             d = attn.W_Q.shape[1]
 
-            def flat(weight):  # [heads, d_model, d_head] -> [d_model, heads * d_head]
-                return weight.permute(1, 0, 2).reshape(d, -1)
+            def flat(weight):  # [heads, d_model, d_head] -> [heads * d_head, d_model]
+                return weight.permute(0, 2, 1).reshape(-1, d)
 
-            w = {"q": flat(attn.W_Q), "bq": attn.b_Q.reshape(-1),
-                 "kv": torch.cat([flat(attn.W_K), flat(attn.W_V)], dim=1),
+            w_q, w_k, w_v, w_o = attn.W_Q, attn.W_K, attn.W_V, attn.W_O
+            model = self.model
+            w = {"q": pack(model, ("q", layer), (w_q,), lambda: flat(w_q).contiguous()),
+                 "bq": attn.b_Q.reshape(-1),
+                 "kv": pack(model, ("kv", layer), (w_k, w_v),
+                            lambda: torch.cat([flat(w_k), flat(w_v)])),
                  "bkv": torch.cat([attn.b_K.reshape(-1), attn.b_V.reshape(-1)]),
-                 "q_heads": tuple(attn.W_Q.shape[::2]), "k_heads": tuple(attn.W_K.shape[::2]),
-                 "o": attn.W_O.reshape(-1, attn.W_O.shape[-1]), "bo": attn.b_O}
+                 "q_heads": tuple(w_q.shape[::2]), "k_heads": tuple(w_k.shape[::2]),
+                 "o": pack(model, ("o", layer), (w_o,),
+                           lambda: w_o.reshape(-1, w_o.shape[-1]).t().contiguous()),
+                 "bo": attn.b_O, "d_z": w_o.shape[0] * w_o.shape[1]}
             self._flat[layer] = w
         return w
 
@@ -152,9 +188,7 @@ class SuffixForward:
                     for name, (mask, values) in patches.items()
                     if name.startswith(f"blocks.{n_layers - 1}.")}
 
-        def patched(name: str, act: torch.Tensor, table: dict = hooks) -> torch.Tensor:
-            fn = table.get(name)
-            return fn(act) if fn is not None else act
+        patched = Hooks(hooks)
 
         x = None
         for layer in range(starts[0], n_layers):
@@ -170,11 +204,12 @@ class SuffixForward:
             reuse = reuse_base_attention and not any(name + k in hooks for k in UPSTREAM_OF_Z)
             n_computed = n_old if reuse else len(x)
             if one_answer and layer == n_layers - 1:
-                x = self._last_layer(layer, x, p0, answer - p0, patched, last, n_computed)
+                x = self._last_layer(layer, x, p0, answer - p0, patched, Hooks(last),
+                                     n_computed)
                 return model.unembed(model.ln_final(x))[:, 0, :]
-            x += self._attention(layer, x, p0, patched, n_computed)
+            x = self._attention(layer, x, p0, patched, n_computed)
             x = patched(name + "hook_resid_mid", x)
-            x += patched(name + "hook_mlp_out", self._mlp(layer, x))
+            x = self._mlp(layer, x, patched)
         n_var = x.shape[0] // b
         rows = torch.arange(x.shape[0], device=x.device)
         x = x[rows, (answer_pos - p0).repeat(n_var)][:, None, :]
@@ -184,10 +219,12 @@ class SuffixForward:
         w = self._weights(layer)
         name = f"blocks.{layer}.attn."
         n_var = h.shape[0] // self.n_pairs
-        kv = torch.addmm(w["bkv"], h.reshape(-1, h.shape[-1]), w["kv"])
+        kv = linear(h.reshape(-1, h.shape[-1]), w["kv"], w["bkv"])
         k, v = kv.reshape(h.shape[0], h.shape[1], 2, *w["k_heads"]).unbind(2)
-        k = patched(name + "hook_k", k.contiguous())
-        v = patched(name + "hook_v", v.contiguous())
+        if name + "hook_k" in patched:
+            k = patched(name + "hook_k", k.contiguous())
+        if name + "hook_v" in patched:
+            v = patched(name + "hook_v", v.contiguous())
         if p0:
             k = torch.cat([self.base[name + "hook_k"][:, :p0].repeat(n_var, 1, 1, 1), k], dim=1)
             v = torch.cat([self.base[name + "hook_v"][:, :p0].repeat(n_var, 1, 1, 1), v], dim=1)
@@ -197,25 +234,32 @@ class SuffixForward:
         w = self._weights(layer)
         name = f"blocks.{layer}.attn."
         self.query_rows += h_q.shape[0] * h_q.shape[1] // self.n_pairs
-        q = torch.addmm(w["bq"], h_q.reshape(-1, h_q.shape[-1]), w["q"])
+        q = linear(h_q.reshape(-1, h_q.shape[-1]), w["q"], w["bq"])
         q = patched(name + "hook_q", q.reshape(h_q.shape[0], h_q.shape[1], *w["q_heads"]))
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.scale
         n_q, n_k = q.shape[1], k.shape[1]
         future = torch.ones(n_q, n_k, dtype=torch.bool, device=h_q.device).triu(first_q + 1)
+        if name + "hook_pattern" not in patched:  # the fused kernel; the pattern stays inside
+            z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                               v.transpose(1, 2), attn_mask=~future,
+                                               scale=1 / self.scale)
+            return z.transpose(1, 2)
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.scale
         scores = scores.masked_fill(future, float("-inf"))
         pattern = patched(name + "hook_pattern", scores.softmax(-1))
         return torch.einsum("bhqk,bkhe->bqhe", pattern, v)
 
     def _attn_out(self, layer: int, z: torch.Tensor | None, base_z: torch.Tensor | None,
-                  patched) -> torch.Tensor:
-        """z (computed rows, then the base run's rows) -> hook_z -> W_O -> hook_attn_out."""
+                  patched: Hooks, x: torch.Tensor) -> torch.Tensor:
+        """``x`` plus the attention output: z (computed rows, then the base run's rows) -> hook_z
+        -> W_O -> hook_attn_out; the residual add is fused into W_O unless attn_out is patched."""
         w = self._weights(layer)
         if base_z is not None:
             z = base_z if z is None else torch.cat([z, base_z])
-        z = patched(f"blocks.{layer}.attn.hook_z", z)
-        out = torch.addmm(w["bo"], z.reshape(-1, w["o"].shape[0]), w["o"])
-        out = out.reshape(z.shape[0], z.shape[1], -1)
-        return patched(f"blocks.{layer}.hook_attn_out", out)
+        z = patched(f"blocks.{layer}.attn.hook_z", z).reshape(-1, w["d_z"])
+        name = f"blocks.{layer}.hook_attn_out"
+        if name in patched:
+            return x + patched(name, linear(z, w["o"], w["bo"]).reshape(x.shape))
+        return linear(z, w["o"], w["bo"], residual=x.reshape(-1, x.shape[-1])).reshape(x.shape)
 
     def _answer_z(self, layer: int, h: torch.Tensor, p0: int, a: int, at_answer) -> torch.Tensor:
         """z at the answer position [R, 1, heads, d_head] without keys or values for the suffix:
@@ -226,7 +270,7 @@ class SuffixForward:
         name = f"blocks.{layer}.attn."
         rows = h.shape[0]
         self.query_rows += rows // self.n_pairs
-        q = torch.addmm(w["bq"], h[:, a], w["q"]).reshape(rows, 1, *w["q_heads"])
+        q = linear(h[:, a], w["q"], w["bq"]).reshape(rows, 1, *w["q_heads"])
         q = at_answer(name + "hook_q", q)[:, 0]  # [R, heads, d_head]
         seen = h[:, :a + 1]  # suffix positions up to the answer
         scores = torch.einsum("rhd,rtd->rht", torch.einsum("rhe,hde->rhd", q, attn.W_K), seen)
@@ -253,37 +297,34 @@ class SuffixForward:
         z = z.narrow(1, first, z.shape[1] - first if length is None else length)
         return z.repeat(n_rows // self.n_pairs, *([1] * (z.ndim - 1)))
 
-    def _attention(self, layer: int, x: torch.Tensor, p0: int, patched,
+    def _attention(self, layer: int, x: torch.Tensor, p0: int, patched: Hooks,
                    n_computed: int) -> torch.Tensor:
-        """The attention output of every row of ``x``; only its first ``n_computed`` rows are
-        computed, the rest (variants that joined at this layer) take the base run's z."""
+        """``x`` plus the attention output of every row; attention is computed for the first
+        ``n_computed`` rows only, the rest (variants that joined at this layer) take the base
+        run's z."""
         base_z = self._base_z(layer, len(x) - n_computed, p0) if n_computed < len(x) else None
-        h = self.model.blocks[layer].ln1(x[:n_computed])
+        h = self._norms[layer, "ln1"](x[:n_computed])
         z = None
         if n_computed:
             z = self._z(layer, h, *self._keys_values(layer, h, p0, patched), p0, patched)
-        return self._attn_out(layer, z, base_z, patched)
+        return self._attn_out(layer, z, base_z, patched, x)
 
-    def _last_layer(self, layer: int, x: torch.Tensor, p0: int, a: int, patched, last: dict,
-                    n_computed: int):
+    def _last_layer(self, layer: int, x: torch.Tensor, p0: int, a: int, patched: Hooks,
+                    at_answer: Hooks, n_computed: int):
         """The last block at the answer position only (``a`` relative to ``p0``): [VB, 1, d]."""
-        block = self.model.blocks[layer]
-        h = block.ln1(x[:n_computed])
+        h = self._norms[layer, "ln1"](x[:n_computed])
         base_z = None
         if n_computed < len(x):
             base_z = self._base_z(layer, len(x) - n_computed, p0 + a, 1)
 
-        def at_answer(name: str, act: torch.Tensor) -> torch.Tensor:
-            return patched(name, act, last)
-
         name = f"blocks.{layer}."
         if not n_computed:
             z = None
-        elif any(name + kind in last for kind in ("attn.hook_k", "attn.hook_v")):
+        elif any(name + kind in at_answer for kind in ("attn.hook_k", "attn.hook_v")):
             k, v = self._keys_values(layer, h, p0, patched)
             z = self._z(layer, h[:, a:a + 1], k, v, p0 + a, at_answer)
         else:
             z = self._answer_z(layer, h, p0, a, at_answer)
-        x_a = x[:, a:a + 1] + self._attn_out(layer, z, base_z, at_answer)
+        x_a = self._attn_out(layer, z, base_z, at_answer, x[:, a:a + 1])
         x_a = at_answer(name + "hook_resid_mid", x_a)
-        return x_a + at_answer(name + "hook_mlp_out", self._mlp(layer, x_a))
+        return self._mlp(layer, x_a, at_answer)
