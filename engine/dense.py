@@ -38,7 +38,7 @@ NO_ACT = (("none", ""), lambda x: x)
 PACK_BUDGET_BYTES = 1 << 30
 
 _onednn_ok: bool | None = None  # probed on first use
-_packs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # owner -> {key: (sig, kept)}
+_packs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # owner -> {key: (src, packed)}
 
 
 def _probe() -> bool:
@@ -83,43 +83,27 @@ def fusable(act_fn: str) -> bool:
     return act_fn in ACTS
 
 
-def _kept(owner, key, sources: tuple, make, prepare, nbytes: int | None = None):
-    """``prepare(make())`` kept on ``owner`` under ``key`` within the owner's budget: (tensor,
-    whether it is kept; None if ``nbytes`` is over budget, without calling ``make``). Rebuilt
-    when a source's storage or in-place version changes."""
+def pack(owner, key, sources: tuple, make) -> torch.Tensor:
+    """The weight ``make()`` builds ([out, in], from the tensors ``sources``), reordered for oneDNN
+    and kept on ``owner`` (the model) under ``key`` for later calls; or ``make()`` as it is where
+    oneDNN is not used or the owner's budget is spent. A kept copy is rebuilt when a source's
+    storage or in-place version changes."""
+    first = sources[0]
+    if not _onednn(first, first):
+        return make()
     store = _packs.setdefault(owner, {})
     sig = tuple((t.data_ptr(), -1 if t.is_inference() else t._version, tuple(t.shape),
                  t.stride()) for t in sources)  # inference tensors keep no version counter
     hit = store.get(key)
     if hit is not None and hit[0] == sig:
-        return hit[1], True
+        return hit[1]
+    weight = make()
     used = sum(p.numel() * p.element_size() for k, (_, p) in store.items() if k != key)
-    if nbytes is not None and used + nbytes > PACK_BUDGET_BYTES:
-        return None, False
-    made = make()
-    if used + made.numel() * made.element_size() > PACK_BUDGET_BYTES:
-        return made, False
-    kept = prepare(made.detach())
-    store[key] = (sig, kept)
-    return kept, True
-
-
-def pack(owner, key, sources: tuple, make) -> torch.Tensor:
-    """The weight ``make()`` builds ([out, in], from the tensors ``sources``), reordered for oneDNN
-    and kept on ``owner`` (the model) under ``key`` for later calls; or ``make()`` as it is where
-    oneDNN is not used or the owner's budget is spent."""
-    first = sources[0]
-    if not _onednn(first, first):
-        return make()
-    return _kept(owner, key, sources, make,
-                 lambda w: torch.ops.mkldnn._reorder_linear_weight(w.contiguous()))[0]
-
-
-def keep(owner, key, sources: tuple, make, nbytes: int) -> torch.Tensor | None:
-    """A tensor of ``nbytes`` derived from ``sources`` by ``make()``, kept on ``owner`` under
-    ``key`` (sharing ``pack``'s budget); None, without calling ``make``, when it does not fit."""
-    kept, ok = _kept(owner, key, sources, make, lambda t: t.contiguous(), nbytes)
-    return kept if ok else None
+    if used + weight.numel() * weight.element_size() > PACK_BUDGET_BYTES:
+        return weight
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous())
+    store[key] = (sig, packed)
+    return packed
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

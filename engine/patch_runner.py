@@ -160,7 +160,7 @@ class PatchRunner:
         except Exception:  # noqa: BLE001 - any failure means: not this model's block form
             return False
         finally:
-            suffix.query_rows = suffix.head_update_rows = 0  # count the sweep's rows only
+            suffix.query_rows = 0  # count the sweep's rows only
         want = self.base_final.float()
         tol = 1e-4 * max(1.0, float(want.abs().max()))
         return bool(torch.isfinite(out).all()) and float((out.float() - want).abs().max()) <= tol

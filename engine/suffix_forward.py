@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 
 from engine.dense import fusable, linear, pack
-from engine.head_update import head_mlp_weights, mlp_input_after_head_update, one_head_rows
 
 # hook name suffix -> axis of the query position in the activation (after the batch axis)
 POS_AXIS = {
@@ -38,7 +37,7 @@ POS_AXIS = {
 PREFIX_NAMES = ("attn.hook_k", "attn.hook_v")  # cached from the base run for the prefix
 # Also cached: a variant joining the staircase at layer l has the base run's resid_pre there, so
 # unless it patches something upstream of z at that layer its attention is the base run's.
-BASE_NAMES = PREFIX_NAMES + ("attn.hook_z", "hook_resid_mid")
+BASE_NAMES = PREFIX_NAMES + ("attn.hook_z",)
 UPSTREAM_OF_Z = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern")
 
 
@@ -115,7 +114,6 @@ class SuffixForward:
         self.scale = scale if scale > 0 else math.sqrt(cfg.d_head)
         self._flat: dict[int, dict] = {}
         self.query_rows = 0  # variant-positions whose attention was computed (for tests, benches)
-        self.head_update_rows = 0  # variants whose MLP input came from engine.head_update
         act = str(getattr(cfg, "act_fn", ""))
         self._act = act if fusable(act) and not getattr(cfg, "gated_mlp", False) else None
         eps = float(getattr(cfg, "eps", 1e-5))
@@ -129,29 +127,20 @@ class SuffixForward:
         """``x`` plus the block's MLP on ln2(x) (through hook_mlp_out). A plain (ungated) MLP runs
         as two dense layers, the activation fused into the first and, unless hook_mlp_out is
         patched, the residual add into the second."""
-        mlp = self.model.blocks[layer].mlp
-        h = self._norms[layer, "ln2"](x)
-        if self._act is None:
-            return x + patched(f"blocks.{layer}.hook_mlp_out", mlp(h))
-        w_in = pack(self.model, ("mlp_in", layer), (mlp.W_in,), lambda: mlp.W_in.t())
-        hidden = linear(h.reshape(-1, h.shape[-1]), w_in, mlp.b_in, self._act)
-        return self._mlp_out(layer, [(hidden, x)], patched)
-
-    def _mlp_out(self, layer: int, parts: list, patched: Hooks) -> torch.Tensor:
-        """The residual plus W_out of the activated hidden layer (through hook_mlp_out), for
-        ``parts`` [(hidden [rows * P, d_mlp], residual [rows, P, d_model])] stacked by rows."""
-        mlp = self.model.blocks[layer].mlp
-        w_out = pack(self.model, ("mlp_out", layer), (mlp.W_out,), lambda: mlp.W_out.t())
+        block = self.model.blocks[layer]
         name = f"blocks.{layer}.hook_mlp_out"
-
-        def stack(ts: list) -> torch.Tensor:
-            return ts[0] if len(ts) == 1 else torch.cat(ts)
-
+        h = self._norms[layer, "ln2"](x)
+        mlp = block.mlp
+        if self._act is None:
+            return x + patched(name, mlp(h))
+        w_in = pack(self.model, ("mlp_in", layer), (mlp.W_in,), lambda: mlp.W_in.t())
+        w_out = pack(self.model, ("mlp_out", layer), (mlp.W_out,), lambda: mlp.W_out.t())
+        hidden = linear(h.reshape(-1, h.shape[-1]), w_in, mlp.b_in, self._act)
         if name in patched:
-            out = stack([linear(h, w_out, mlp.b_out).reshape(x.shape) for h, x in parts])
-            return stack([x for _, x in parts]) + patched(name, out)
-        return stack([linear(h, w_out, mlp.b_out, residual=x.reshape(-1, x.shape[-1]))
-                      .reshape(x.shape) for h, x in parts])
+            out = linear(hidden, w_out, mlp.b_out).reshape(x.shape)
+            return x + patched(name, out)
+        return linear(hidden, w_out, mlp.b_out, residual=x.reshape(-1, x.shape[-1])).reshape(
+            x.shape)
 
     def _weights(self, layer: int) -> dict:
         """The layer's attention weights as plain matrices, so each projection is one dense layer
@@ -218,10 +207,7 @@ class SuffixForward:
                 x = self._last_layer(layer, x, p0, answer - p0, patched, Hooks(last),
                                      n_computed)
                 return model.unembed(model.ln_final(x))[:, 0, :]
-            if n_computed < len(x):
-                x = self._joining_layer(layer, x, p0, patched, n_computed)
-                continue
-            x = self._attention(layer, x, p0, patched)
+            x = self._attention(layer, x, p0, patched, n_computed)
             x = patched(name + "hook_resid_mid", x)
             x = self._mlp(layer, x, patched)
         n_var = x.shape[0] // b
@@ -262,24 +248,14 @@ class SuffixForward:
         pattern = patched(name + "hook_pattern", scores.softmax(-1))
         return torch.einsum("bhqk,bkhe->bqhe", pattern, v)
 
-    def _z_all(self, layer: int, z: torch.Tensor | None, base_z: torch.Tensor | None,
-               patched: Hooks) -> torch.Tensor:
-        """z of every row (computed rows, then the base run's rows) through hook_z."""
-        if base_z is not None:
-            z = base_z if z is None else torch.cat([z, base_z])
-        return patched(f"blocks.{layer}.attn.hook_z", z)
-
     def _attn_out(self, layer: int, z: torch.Tensor | None, base_z: torch.Tensor | None,
                   patched: Hooks, x: torch.Tensor) -> torch.Tensor:
         """``x`` plus the attention output: z (computed rows, then the base run's rows) -> hook_z
-        -> W_O -> hook_attn_out."""
-        return self._o_proj(layer, self._z_all(layer, z, base_z, patched), x, patched)
-
-    def _o_proj(self, layer: int, z: torch.Tensor, x: torch.Tensor, patched: Hooks):
-        """``x`` plus ``z`` (hooked) through W_O and hook_attn_out; the residual add is fused
-        into W_O unless attn_out is patched."""
+        -> W_O -> hook_attn_out; the residual add is fused into W_O unless attn_out is patched."""
         w = self._weights(layer)
-        z = z.reshape(-1, w["d_z"])
+        if base_z is not None:
+            z = base_z if z is None else torch.cat([z, base_z])
+        z = patched(f"blocks.{layer}.attn.hook_z", z).reshape(-1, w["d_z"])
         name = f"blocks.{layer}.hook_attn_out"
         if name in patched:
             return x + patched(name, linear(z, w["o"], w["bo"]).reshape(x.shape))
@@ -321,58 +297,17 @@ class SuffixForward:
         z = z.narrow(1, first, z.shape[1] - first if length is None else length)
         return z.repeat(n_rows // self.n_pairs, *([1] * (z.ndim - 1)))
 
-    def _attention(self, layer: int, x: torch.Tensor, p0: int, patched: Hooks) -> torch.Tensor:
-        """``x`` plus the attention output of every row."""
-        h = self._norms[layer, "ln1"](x)
-        z = self._z(layer, h, *self._keys_values(layer, h, p0, patched), p0, patched)
-        return self._attn_out(layer, z, None, patched, x)
-
-    def _joining_layer(self, layer: int, x: torch.Tensor, p0: int, patched: Hooks,
-                       n: int) -> torch.Tensor:
-        """The block for rows ``x``, of which ``n:`` join here with the base run's residual and
-        attention: their z is the base run's (patched). Where each of them changes one head's z
-        only, their MLP input is that head's low-rank update of the base run's
-        (``engine.head_update``): no output projection, and no d_model-deep MLP product."""
-        name = f"blocks.{layer}."
-        base_z = self._base_z(layer, len(x) - n, p0)
+    def _attention(self, layer: int, x: torch.Tensor, p0: int, patched: Hooks,
+                   n_computed: int) -> torch.Tensor:
+        """``x`` plus the attention output of every row; attention is computed for the first
+        ``n_computed`` rows only, the rest (variants that joined at this layer) take the base
+        run's z."""
+        base_z = self._base_z(layer, len(x) - n_computed, p0) if n_computed < len(x) else None
+        h = self._norms[layer, "ln1"](x[:n_computed])
         z = None
-        if n:
-            h = self._norms[layer, "ln1"](x[:n])
+        if n_computed:
             z = self._z(layer, h, *self._keys_values(layer, h, p0, patched), p0, patched)
-        # hook_z patches in place: base_z must stay the base run's for dz below.
-        z_all = self._z_all(layer, z, base_z.clone() if z is None else base_z, patched)
-        weights = self._head_update_weights(layer, patched)
-        dz = heads = None
-        if weights is not None:
-            dz = z_all[n:] - base_z
-            heads = one_head_rows(dz)
-        if heads is None:
-            x = patched(name + "hook_resid_mid", self._o_proj(layer, z_all, x, patched))
-            return self._mlp(layer, x, patched)
-        ln2 = self._norms[layer, "ln2"]
-        self.head_update_rows += len(dz) // self.n_pairs
-        mid, hidden = mlp_input_after_head_update(
-            self.model, layer, ln2, self._act, self.base[name + "hook_resid_mid"][:, p0:], dz,
-            heads, weights)
-        parts = [(hidden, mid)]
-        if n:
-            x_n = self._o_proj(layer, z_all[:n], x[:n], patched)
-            mlp = self.model.blocks[layer].mlp
-            w_in = pack(self.model, ("mlp_in", layer), (mlp.W_in,), lambda: mlp.W_in.t())
-            h = ln2(x_n)
-            parts.insert(0, (linear(h.reshape(-1, h.shape[-1]), w_in, mlp.b_in, self._act), x_n))
-        return self._mlp_out(layer, parts, patched)
-
-    def _head_update_weights(self, layer: int, patched: Hooks) -> torch.Tensor | None:
-        """``engine.head_update``'s kept weights for this layer, if its shortcut applies: a plain
-        MLP and LayerNorm, nothing patched between z and the MLP, the base run's resid_mid."""
-        name = f"blocks.{layer}."
-        ln2 = self._norms[layer, "ln2"]
-        if (self._act is None or not isinstance(ln2, torch.nn.LayerNorm) or ln2.weight is None
-                or name + "hook_attn_out" in patched or name + "hook_resid_mid" in patched
-                or name + "hook_resid_mid" not in self.base):
-            return None
-        return head_mlp_weights(self.model, layer, ln2)
+        return self._attn_out(layer, z, base_z, patched, x)
 
     def _last_layer(self, layer: int, x: torch.Tensor, p0: int, a: int, patched: Hooks,
                     at_answer: Hooks, n_computed: int):
