@@ -19,7 +19,7 @@ import torch
 
 from engine.errors import InputError
 from engine.jobs import JobContext
-from engine.tokens import str_tokens, tokenize
+from engine.tokens import bos_policy, str_tokens, tokenize
 
 PATTERN_HOOK = "blocks.{layer}.attn.hook_pattern"
 SCORES_HOOK = "blocks.{layer}.attn.hook_attn_scores"
@@ -41,7 +41,7 @@ class AttentionRequest:
     labels: tuple[str, ...] = ()
     scores: bool = False
     layers: tuple[int, ...] | None = None
-    prepend_bos: bool = True
+    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
     truncate: bool = False
 
 
@@ -112,7 +112,7 @@ def _sequences(host, request: AttentionRequest) -> list[tuple[str, torch.Tensor,
         tokens = tokenize(host, text, request.prepend_bos, request.truncate)
         full = 0
         if request.truncate:
-            n_full = host.model.to_tokens(text, prepend_bos=request.prepend_bos,
+            n_full = host.model.to_tokens(text, prepend_bos=bos_policy(host, request.prepend_bos),
                                           truncate=False).shape[-1]
             full = int(n_full) if n_full > tokens.shape[-1] else 0
         label = request.labels[i] if i < len(request.labels) else text

@@ -45,7 +45,7 @@ class AttributionItem:
 class AttributionRequest:
     items: tuple[AttributionItem, ...]
     top_k: int = 5
-    prepend_bos: bool = True
+    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
     truncate: bool = False
 
     @classmethod
@@ -87,6 +87,8 @@ class AttributionResult:
     # the model's own numbers
     final_values: np.ndarray  # [P] float32: the model's logit (difference) at the position
     bias_values: np.ndarray  # [P] float32: b_U[answer] (- b_U[counterfactual])
+    # What is not shown on this architecture and why, and how the numbers were computed.
+    notes: tuple[str, ...] = ()
 
     @property
     def n_prompts(self) -> int:
@@ -99,14 +101,23 @@ class AttributionResult:
         return f"{a} − {self.counterfactuals[0]!r}" if self.is_difference else a
 
 
-def _hook_names(n_layers: int) -> list[str]:
+def _hook_names(n_layers: int, with_mid: bool) -> list[str]:
     names = ["hook_embed", "hook_pos_embed", "ln_final.hook_scale",
              f"blocks.{n_layers - 1}.hook_resid_post"]
+    kinds = ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "attn.hook_z")
+    if with_mid:
+        kinds += ("hook_resid_mid",)
     for layer in range(n_layers):
-        names += [f"blocks.{layer}.{h}" for h in
-                  ("hook_resid_pre", "hook_resid_mid", "hook_attn_out", "hook_mlp_out",
-                   "attn.hook_z")]
+        names += [f"blocks.{layer}.{h}" for h in kinds]
     return names
+
+
+def _attrs(cache, stack: torch.Tensor, a: int, c: int | None, pos: int) -> torch.Tensor:
+    """Direct attribution of each row of ``stack`` (TransformerLens's ``cache.logit_attrs``, the
+    final norm's cached scale): [rows, batch, d] -> [rows]."""
+    out = cache.logit_attrs(stack, tokens=a, incorrect_tokens=c, pos_slice=pos,
+                            has_batch_dim=cache.has_batch_dim)
+    return out.reshape(stack.shape[0], -1)[:, 0].float()
 
 
 def _validate(request: AttributionRequest) -> None:
@@ -141,20 +152,61 @@ def _one(host, item: AttributionItem, request: AttributionRequest, index: int, n
     except InputError as exc:
         raise _prefixed(index, n, exc) from exc
     n_layers = int(model.cfg.n_layers)
-    logits, cache = model.run_with_cache(tokens, names_filter=_hook_names(n_layers))
+    # Parallel blocks (GPT-NeoX, GPT-J, Phi, Falcon) have no resid_mid: their logit lens and
+    # accumulated stream step from one resid_pre to the next.
+    with_mid = "blocks.0.hook_resid_mid" in (getattr(model, "hook_dict", {}) or {})
+    logits, cache = model.run_with_cache(tokens, names_filter=_hook_names(n_layers, with_mid))
     pos = target.position
     a, c = target.answer_id, target.counterfactual_id
     incorrect = c if target.is_difference else None
+    notes: list[str] = list(host.caps.notes)
     comp = direct_logit_attribution(model, cache=cache, answer_tokens=a,
                                     incorrect_tokens=incorrect, unit="component", pos=pos)
-    heads = direct_logit_attribution(model, cache=cache, answer_tokens=a,
-                                     incorrect_tokens=incorrect, unit="head", pos=pos)
-    accum = direct_logit_attribution(model, cache=cache, answer_tokens=a,
-                                     incorrect_tokens=incorrect, unit="layer", pos=pos)
+    comp_labels = list(comp.labels)
+    comp_values = comp.attribution.reshape(len(comp.labels), -1)[:, 0].float()
+    if with_mid:
+        accum = direct_logit_attribution(model, cache=cache, answer_tokens=a,
+                                         incorrect_tokens=incorrect, unit="layer", pos=pos)
+        accum_values = accum.attribution.reshape(len(accum.labels), -1)[:, 0].float()
+    else:  # what direct_logit_attribution(unit="layer") computes, without resid_mid
+        stack = cache.accumulated_resid(apply_ln=False, incl_mid=False, pos_slice=pos)
+        accum_values = _attrs(cache, stack, a, incorrect, pos)
+    # The embeddings TransformerLens hooks may not be all of block 0's input (XGLM's sinusoidal
+    # positions are not hooked): the rest is its own component, so the components add up.
+    embed_rows = [i for i, lab in enumerate(comp_labels) if lab in ("embed", "pos_embed")]
+    resid0 = cache["blocks.0.hook_resid_pre"]
+    hooked = sum((cache[f"hook_{comp_labels[i]}"] for i in embed_rows),
+                 torch.zeros_like(resid0))
+    rest = resid0 - hooked
+    if float(rest.abs().max()) > 1e-5 * max(1.0, float(resid0.abs().max())):
+        i = (embed_rows[-1] + 1) if embed_rows else 0
+        comp_labels.insert(i, "pos_embed_unhooked")
+        comp_values = torch.cat([comp_values[:i],
+                                 _attrs(cache, rest[None, :, pos], a, incorrect, pos)[:1],
+                                 comp_values[i:]])
+        notes.append("This model adds positions to the embeddings without a TransformerLens "
+                     "hook (hook_pos_embed): that part of the first block's input is shown as "
+                     "'pos_embed_unhooked' (resid_pre 0 − embed), so the components add up.")
+    # Components are shown only where they add up to the stream the readout sees.
+    total = float(accum_values[-1])
+    tol = 1e-3 * max(1.0, abs(total))
+    if abs(float(comp_values.sum()) - total) > tol:
+        notes.append("On this architecture the components' outputs do not add up to the "
+                     "residual stream (e.g. a scaled residual), so per-component attributions "
+                     "are not shown.")
+        comp_values = torch.full_like(comp_values, float("nan"))
+    if host.caps.head_dla:
+        head_attr = torch.full((n_layers * int(model.cfg.n_heads) + 1,), float("nan"))
+        notes.append("Per-head attribution is not defined on this architecture: "
+                     + host.caps.head_dla)
+    else:
+        heads = direct_logit_attribution(model, cache=cache, answer_tokens=a,
+                                         incorrect_tokens=incorrect, unit="head", pos=pos)
+        head_attr = heads.attribution.reshape(heads.attribution.shape[0], -1)[:, 0].float()
     ids = [a] if c is None else [a, c]
-    lens = logit_lens(model, cache=cache, incl_mid=True, positions=pos, targets=ids)
+    lens = logit_lens(model, cache=cache, incl_mid=with_mid, positions=pos, targets=ids)
     k = max(1, min(int(request.top_k), int(model.cfg.d_vocab)))
-    top = logit_lens(model, cache=cache, incl_mid=True, positions=pos, top_k=k)
+    top = logit_lens(model, cache=cache, incl_mid=with_mid, positions=pos, top_k=k)
     lens_vals = lens.values[:, 0, :].float()  # [E, t]
     lens_ranks = lens.readout.target_ranks[:, 0, :]
     value = lens_vals[:, 0] - (lens_vals[:, 1] if c is not None else 0.0)
@@ -163,7 +215,6 @@ def _one(host, item: AttributionItem, request: AttributionRequest, index: int, n
     if b_u is not None:
         bias = float(b_u[a]) - (float(b_u[c]) if c is not None else 0.0)
     n_heads = int(model.cfg.n_heads)
-    head_attr = heads.attribution.reshape(heads.attribution.shape[0], -1)[:, 0].float()
     top_ids = top.readout.top_ids[:, 0, :].cpu().numpy().astype(np.int64)
     decode = host.tokenizer.decode
     return {
@@ -175,20 +226,20 @@ def _one(host, item: AttributionItem, request: AttributionRequest, index: int, n
         "counterfactual_id": -1 if c is None else c,
         "lens_labels": tuple(lens.labels),
         "lens_values": value.cpu().numpy(),
-        "lens_direct": accum.attribution.reshape(len(accum.labels), -1)[:, 0].float().cpu().numpy(),
+        "lens_direct": accum_values.cpu().numpy(),
         "lens_ranks": lens_ranks[:, 0].cpu().numpy().astype(np.int64),
         "lens_cf_ranks": (lens_ranks[:, 1].cpu().numpy().astype(np.int64) if c is not None
                           else np.full(len(lens.labels), -1, dtype=np.int64)),
         "lens_top_ids": top_ids,
         "lens_top_tokens": tuple(tuple(decode([int(i)]) for i in row) for row in top_ids),
         "lens_top_logits": top.values[:, 0, :].float().cpu().numpy(),
-        "component_labels": tuple(comp.labels),
-        "component_values": comp.attribution.reshape(len(comp.labels), -1)[:, 0].float()
-        .cpu().numpy(),
+        "component_labels": tuple(comp_labels),
+        "component_values": comp_values.cpu().numpy(),
         "head_values": head_attr[:n_layers * n_heads].reshape(n_layers, n_heads).cpu().numpy(),
         "head_remainder": float(head_attr[-1]),
         "final_value": float(target.metric(logits.float())[0]),
         "bias_value": bias,
+        "notes": tuple(notes),
     }
 
 
@@ -236,4 +287,5 @@ def run_attribution(host, request: AttributionRequest, ctx: JobContext) -> Attri
         head_remainder=stack("head_remainder"),
         final_values=stack("final_value"),
         bias_values=stack("bias_value"),
+        notes=tuple(dict.fromkeys(note for r in rows for note in r["notes"])),
     )

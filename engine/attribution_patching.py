@@ -30,7 +30,7 @@ class AttributionPatchRequest:
     pairs: tuple[PromptPair, ...]
     kind: str = "head_out"
     metric: str = "logit_diff_norm"
-    prepend_bos: bool = True
+    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
 
 
 def run_attribution_patching(host, request: AttributionPatchRequest,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from engine.capabilities import Capabilities, probe
 from engine.devices import DTYPES, memory_used, pick_device, supported_dtypes
 from engine.errors import LensbenchError, ModelLoadError
 from engine.jobs import Context, JobContext
@@ -41,6 +42,13 @@ class ModelInfo:
     load_seconds: float
     memory_bytes: int
     architecture: str
+    caps: Capabilities = field(default_factory=Capabilities)
+
+    @property
+    def default_prepend_bos(self) -> bool:
+        """Whether this model's tokenizer puts a BOS token first by default (GPT-2 yes, Pythia and
+        BLOOM no); every panel follows it unless the user turns BOS on or off."""
+        return self.caps.default_prepend_bos
 
     @property
     def is_gqa(self) -> bool:
@@ -67,6 +75,10 @@ class ModelHost:
     @property
     def device(self) -> torch.device:
         return torch.device(self.info.device)
+
+    @property
+    def caps(self) -> Capabilities:
+        return self.info.caps
 
     def close(self) -> None:
         """Drop the model and return accelerator memory."""
@@ -120,6 +132,8 @@ def load_host(spec: ModelSpec, ctx: JobContext | None = None) -> ModelHost:
                              "not supported by TransformerLens 4.") from exc
     model.eval()
     ctx.check_cancelled()
+    ctx.progress(0.96, "Checking which hooks this architecture supports…")
+    caps = probe(model)
     cfg = model.cfg
     n_params, n_bytes = _param_bytes(model)
     n_kv = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
@@ -141,6 +155,7 @@ def load_host(spec: ModelSpec, ctx: JobContext | None = None) -> ModelHost:
         load_seconds=time.perf_counter() - started,
         memory_bytes=memory_used(str(device)) or n_bytes,
         architecture=str(getattr(cfg, "architecture", "") or ""),
+        caps=caps,
     )
     ctx.progress(1.0, f"Loaded {info.name}")
     return ModelHost(model, spec, info)

@@ -38,7 +38,7 @@ from engine.head_scores import (
     stripe_scores,
 )
 from engine.jobs import JobContext
-from engine.tokens import str_tokens, tokenize
+from engine.tokens import bos_policy, str_tokens, tokenize
 
 MAX_BATCH = 4096
 PATTERN_FILTER_SUFFIX = "attn.hook_pattern"
@@ -67,6 +67,7 @@ class InductionRequest:
     error_measure: str = "mul"
     custom: CustomPattern | None = None
     max_rows_per_pass: int = 0  # 0: decided from free memory
+    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class AblationRequest:
     control_sets: int = 3
     control_seed: int = 1
     max_rows_per_pass: int = 0
+    prepend_bos: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -156,17 +158,17 @@ def half_slices(seq_len: int, has_bos: bool) -> tuple[slice, slice]:
     return first, second
 
 
-def _bos_id(host) -> int | None:
-    if not getattr(host.model.cfg, "default_prepend_bos", True):
+def _bos_id(host, prepend_bos: bool | None = None) -> int | None:
+    if not bos_policy(host, prepend_bos):
         return None
     bos = getattr(host.tokenizer, "bos_token_id", None)
     return int(bos) if bos is not None else None
 
 
-def check_lengths(host, seq_len: int, batch: int) -> None:
+def check_lengths(host, seq_len: int, batch: int, prepend_bos: bool | None = None) -> None:
     """Clear messages for lengths the model cannot take."""
     n_ctx = int(host.info.n_ctx)
-    extra = 1 if _bos_id(host) is not None else 0
+    extra = 1 if _bos_id(host, prepend_bos) is not None else 0
     longest = (n_ctx - extra) // 2
     if seq_len < 2:
         raise InputError(f"The repeated segment must have at least 2 tokens (got {seq_len}).",
@@ -216,13 +218,14 @@ def token_pool(host, pool: str = "all") -> torch.Tensor:
     return cached[pool]
 
 
-def repeated_tokens(host, seq_len: int, batch: int, seed: int, pool: str = "all") -> torch.Tensor:
+def repeated_tokens(host, seq_len: int, batch: int, seed: int, pool: str = "all",
+                    prepend_bos: bool | None = None) -> torch.Tensor:
     """[batch, (1 +) 2T] int64: BOS + r + r with r uniform over the token pool, seeded."""
     allowed = token_pool(host, pool)
     gen = torch.Generator().manual_seed(int(seed))
     r = allowed[torch.randint(0, allowed.numel(), (batch, seq_len), generator=gen)]
     rep = torch.cat([r, r], dim=1)
-    bos = _bos_id(host)
+    bos = _bos_id(host, prepend_bos)
     if bos is not None:
         rep = torch.cat([torch.full((batch, 1), bos, dtype=torch.int64), rep], dim=1)
     return rep
@@ -263,14 +266,15 @@ def _losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def run_induction_scan(host, request: InductionRequest, ctx: JobContext) -> InductionResult:
     started = time.perf_counter()
     T, B = int(request.seq_len), int(request.batch)
-    check_lengths(host, T, B)
+    check_lengths(host, T, B, request.prepend_bos)
     if request.error_measure not in ERROR_MEASURES:
         raise InputError(f"Unknown error measure {request.error_measure!r}.", "Use mul or abs.")
     cfg = host.model.cfg
     n_layers, n_heads = int(cfg.n_layers), int(cfg.n_heads)
     device = host.device
-    rep = repeated_tokens(host, T, B, request.seed, request.token_pool).to(device)
-    has_bos = _bos_id(host) is not None
+    rep = repeated_tokens(host, T, B, request.seed, request.token_pool,
+                          request.prepend_bos).to(device)
+    has_bos = _bos_id(host, request.prepend_bos) is not None
     start = 1 if has_bos else 0
     notes: list[str] = []
     if n_layers < 2:
@@ -279,8 +283,7 @@ def run_induction_scan(host, request: InductionRequest, ctx: JobContext) -> Indu
 
     prompt_ids = None
     if request.prompt and request.prompt.strip():
-        prepend = bool(getattr(cfg, "default_prepend_bos", True))  # as detect_head tokenises
-        prompt_ids = tokenize(host, request.prompt, prepend, request.truncate)[0]
+        prompt_ids = tokenize(host, request.prompt, request.prepend_bos, request.truncate)[0]
         if prompt_ids.numel() < 2:
             notes.append("The prompt has a single token: no prompt scores.")
             prompt_ids = None
@@ -308,7 +311,7 @@ def run_induction_scan(host, request: InductionRequest, ctx: JobContext) -> Indu
     if n_passes > 1:
         notes.append(f"The batch did not fit in memory in one pass: it ran in {n_passes} passes of "
                      f"up to {per_pass} sequences.")
-    pad = _bos_id(host) or 0
+    pad = _bos_id(host, request.prepend_bos) or 0
     all_rows = torch.full((rows, length), pad, dtype=torch.int64, device=device)
     all_rows[:B, : rep.shape[1]] = rep
     if prompt_ids is not None:
@@ -459,7 +462,7 @@ def run_induction_ablation(host, request: AblationRequest, ctx: JobContext) -> A
     """
     started = time.perf_counter()
     T, B = int(request.seq_len), int(request.batch)
-    check_lengths(host, T, B)
+    check_lengths(host, T, B, request.prepend_bos)
     cfg = host.model.cfg
     n_layers, n_heads = int(cfg.n_layers), int(cfg.n_heads)
     heads = tuple(sorted({(int(la), int(h)) for la, h in request.heads}))
@@ -480,8 +483,9 @@ def run_induction_ablation(host, request: AblationRequest, ctx: JobContext) -> A
     if overlapping:
         notes.append("More than half of the heads are ablated, so control sets may overlap them.")
     device = host.device
-    rep = repeated_tokens(host, T, B, request.seed, request.token_pool).to(device)
-    has_bos = _bos_id(host) is not None
+    rep = repeated_tokens(host, T, B, request.seed, request.token_pool,
+                          request.prepend_bos).to(device)
+    has_bos = _bos_id(host, request.prepend_bos) is not None
     L_rep = int(rep.shape[1])
     per_pass = max(1, min(B, rows_per_pass(host, L_rep, request.max_rows_per_pass)))
 

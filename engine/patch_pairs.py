@@ -46,7 +46,7 @@ def align_message(clean: list[str], corrupted: list[str]) -> str:
             f"{shown}.")
 
 
-def prepare_pairs(host, pairs, prepend_bos: bool = True) -> PairBatch:
+def prepare_pairs(host, pairs, prepend_bos: bool | None = None) -> PairBatch:
     if not pairs:
         raise InputError("There is no prompt pair.", "Type a clean and a corrupted prompt.")
     clean, corrupted, ans, cf, pos, cs, rs = [], [], [], [], [], [], []
@@ -92,7 +92,7 @@ def prepare_pairs(host, pairs, prepend_bos: bool = True) -> PairBatch:
 @dataclass(frozen=True)
 class PairCheckRequest:
     pairs: tuple[PromptPair, ...]
-    prepend_bos: bool = True
+    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
 
 
 @dataclass(frozen=True)

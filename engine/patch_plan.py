@@ -72,7 +72,7 @@ class PlanRequest:
     pairs: tuple[PromptPair, ...]
     items: tuple[PlanItem, ...]
     metric: str = "logit_diff_norm"
-    prepend_bos: bool = True
+    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
 
 
 @dataclass(frozen=True)

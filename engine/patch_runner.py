@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.jobs import JobContext
+from engine.errors import is_out_of_memory
+from engine.jobs import Cancelled, JobContext
 from engine.suffix_forward import (
     BASE_NAMES,
     POS_AXIS,
@@ -41,17 +42,40 @@ def _is_cache(obj) -> bool:
     return type(obj).__name__.endswith("Cache")
 
 
-def _expand(obj, n_pairs: int, times: int):
-    """Repeat batch-shaped tensors in a block's captured arguments for a stacked chunk."""
+def _expand(obj, n_pairs: int, times: int, key: str = ""):
+    """Repeat batch-shaped tensors in a block's captured arguments for a stacked chunk of
+    ``times`` variants (variant-major, pair index fastest). A batch of one broadcasts, except
+    ALiBi biases ([batch * heads, 1, pos], used by ``baddbmm``), which must match exactly."""
     if isinstance(obj, torch.Tensor):
+        if times > 1 and key == "alibi" and obj.ndim == 3 and obj.shape[0] % n_pairs == 0:
+            return obj.repeat(times, 1, 1)
         if times > 1 and obj.ndim >= 2 and obj.shape[0] == n_pairs and n_pairs > 1:
             return obj.repeat(times, *([1] * (obj.ndim - 1)))
         return obj
     if isinstance(obj, tuple):
-        return tuple(_expand(o, n_pairs, times) for o in obj)
+        return tuple(_expand(o, n_pairs, times, key) for o in obj)
     if isinstance(obj, list):
-        return [_expand(o, n_pairs, times) for o in obj]
+        return [_expand(o, n_pairs, times, key) for o in obj]
     return obj
+
+
+def _block_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """A block's captured call without its hidden state and without KV caches."""
+    args = tuple(None if _is_cache(a) else a for a in args[1:])
+    kwargs = {k: (None if _is_cache(v) else v) for k, v in kwargs.items()}
+    if "use_cache" in kwargs:
+        kwargs["use_cache"] = False
+    return args, kwargs
+
+
+# How a variant's value was computed (SweepResult.path and the panels' status lines).
+PATHS = {
+    "base": "equal to the unpatched run (the patch writes that run's own values): no forward",
+    "suffix": "batched from the patched layer on, recomputing only the positions after the "
+              "prompts' first difference (prefix keys and values cached)",
+    "layers": "batched from the patched layer on (cached residual stream below it)",
+    "full": "full hooked forward (TransformerLens's run_with_hooks), batched",
+}
 
 
 class PatchRunner:
@@ -77,49 +101,45 @@ class PatchRunner:
                       for kind in BASE_NAMES}
         src_logits, src_cache = model.run_with_cache(src_toks, names_filter=lambda n: n in names)
         ctx.check_cancelled()
-        captured: dict = {}
+        captured: dict[int, tuple] = {}
 
-        def grab(module, args, kwargs):
-            captured["args"], captured["kwargs"] = args, kwargs
+        def grabber(layer: int):
+            def grab(module, args, kwargs):
+                captured[layer] = (args, kwargs)
+            return grab
 
-        handle = model.blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+        handles = [block.register_forward_pre_hook(grabber(i), with_kwargs=True)
+                   for i, block in enumerate(model.blocks)]
         try:
             base_logits, base_cache = model.run_with_cache(
                 base_toks, names_filter=lambda n: n in names or n in resid)
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
         ctx.check_cancelled()
         self.sources = {"source": {n: src_cache[n] for n in names}}
         for key, values in (extra_sources or {}).items():
             self.sources[key] = values
         self.base = {n: base_cache[n] for n in names | resid}
-        args = tuple(None if _is_cache(a) else a for a in captured.get("args", ())[1:])
-        kwargs = {k: (None if _is_cache(v) else v) for k, v in captured.get("kwargs", {}).items()}
-        if "use_cache" in kwargs:
-            kwargs["use_cache"] = False
-        self._block_args, self._block_kwargs = args, kwargs
+        # Each block's own arguments (masks, rotary tables, ALiBi biases): layers may differ
+        # (sliding-window and global layers alternate in Gemma 2).
+        self._block_inputs = {layer: _block_inputs(*captured.get(layer, ((), {})))
+                              for layer in range(self.n_layers)}
         rows = torch.arange(self.n_pairs, device=base_toks.device)
         self._pos = pairs.positions
         clean_final, corr_final = ((src_logits, base_logits) if direction == "denoise"
                                    else (base_logits, src_logits))
         metric.set_baselines(clean_final[rows, self._pos], corr_final[rows, self._pos])
         self.base_final = base_logits[rows, self._pos]
-        known = host.__dict__.setdefault("_patching_blocks_exact", {})
-        key = (self.n_pos, self.n_pairs)
-        if start_at_layer and key not in known:
-            known[key] = self._blocks_are_exact()
-        self.start_at_layer = start_at_layer and known[key]
         self._first_diff: dict[tuple[str, str], int] = {}
         self.suffix = None
-        if self.start_at_layer:
-            suffix = SuffixForward(model, self.base, self.n_pairs,
-                                   lambda: self.ctx.check_cancelled())
-            known_suffix = host.__dict__.setdefault("_patching_suffix_exact", {})
-            if key not in known_suffix:
-                known_suffix[key] = self._suffix_is_exact(suffix)
-            self.suffix = suffix if known_suffix[key] else None
+        self.paths: dict[str, int] = {}  # how many variants took each path (see PATHS)
+        self.fallback = ""  # why the shortcuts were abandoned mid-job, if they were
         self.forwards = 0
         self.positions_computed = 0  # variant-positions run through the blocks (for benchmarks)
+        self.start_at_layer = False
+        if start_at_layer:
+            self._choose_shortcuts(host)
 
     # -- sizes ------------------------------------------------------------------------------------
     def act_size(self, name: str, dim: int) -> int:
@@ -136,35 +156,105 @@ class PatchRunner:
         by_tokens = max_tokens // max(b * t, 1)
         return max(1, min(by_memory, by_tokens, 1024))
 
+    # -- choosing the shortcuts -------------------------------------------------------------------
+    def _choose_shortcuts(self, host) -> None:
+        """Use start-at-layer (and the suffix forward) only where a check with patches agrees with
+        the hooked full forward. The check runs a few patched variants covering every hook kind
+        this runner patches, at the first, a middle and the last layer; its verdict is kept per
+        model for the same prompt shape, hook kinds and first difference."""
+        variants = self._check_variants()
+        kinds = tuple(sorted({_suffix(p[0]) for v in variants for p in v.patches}))
+        p_start = self._group_start(variants)
+        key = (self.n_pos, self.n_pairs, kinds, p_start)
+        known = host.__dict__.setdefault("_patching_shortcuts_exact", {})
+        if key not in known:
+            known[key] = self._check_shortcuts(variants, p_start)
+        layers_ok, suffix = known[key]
+        self.start_at_layer = layers_ok
+        if layers_ok and suffix:
+            self.suffix = self._make_suffix()
+
+    def _make_suffix(self) -> SuffixForward | None:
+        try:
+            return SuffixForward(self.model, self.base, self.n_pairs,
+                                 lambda: self.ctx.check_cancelled())
+        except Exception:  # noqa: BLE001 - a block form the suffix forward cannot build
+            return None
+
+    def _check_variants(self) -> list[Variant]:
+        """Patched variants for the exactness check: each hook kind this runner patches from the
+        source run, whole activations, at the first, a middle and the last of its layers (the
+        first kind at all three, the others at one each, in turn), plus one variant patching two
+        hooks at once."""
+        by_suffix: dict[str, list[tuple[int, str]]] = {}
+        for name in sorted(self.names):
+            if name in self.base and name in self.sources["source"]:
+                by_suffix.setdefault(_suffix(name), []).append((_layer_of(name), name))
+        picks: list[tuple[int, str]] = []
+        for i, (_suf, entries) in enumerate(sorted(by_suffix.items())):
+            entries.sort()
+            spots = [0, len(entries) // 2, len(entries) - 1]
+            for j in (spots if i == 0 else [spots[i % 3]]):
+                if entries[j] not in picks:
+                    picks.append(entries[j])
+        picks = picks[:12]
+
+        def whole(name: str) -> tuple:
+            return tuple(slice(None) for _ in self.base[name].shape[1:])
+
+        variants = [Variant(k, ((name, layer, whole(name)),))
+                    for k, (layer, name) in enumerate(picks)]
+        if len(picks) >= 2:
+            (l1, n1), (l2, n2) = picks[0], picks[-1]
+            variants.append(Variant(len(variants), ((n1, l1, whole(n1)), (n2, l2, whole(n2)))))
+        return variants
+
+    def _group_start(self, variants: list[Variant]) -> int:
+        if not variants:
+            return 0
+        starts = [self._variant_start(v) for v in variants]
+        return max(0, min(min(starts), int(self._pos.min())))
+
+    def _check_shortcuts(self, variants: list[Variant], p_start: int) -> tuple[bool, bool]:
+        """(start-at-layer is exact, the suffix forward is exact) for these patched variants."""
+        try:
+            want = self._forward_full(len(variants), self._hooks(variants, None)).float()
+        except Exception:  # noqa: BLE001 - the hooked forward itself fails: no shortcut
+            return False, False
+        tol = 1e-4 * max(1.0, float(want.abs().max()))
+        if not bool(torch.isfinite(want).all()):
+            return False, False
+        starts = [min((p[1] for p in v.patches), default=self.n_layers) for v in variants]
+        if not variants or min(starts) < 0 or max(starts) >= self.n_layers:
+            return False, False
+
+        def agrees(fn) -> bool:
+            try:
+                got = fn().float()
+            except Exception:  # noqa: BLE001 - any failure means: not exact here
+                return False
+            return (got.shape == want.shape and bool(torch.isfinite(got).all())
+                    and float((got - want).abs().max()) <= tol)
+
+        order = sorted(range(len(variants)), key=lambda i: starts[i])
+        want = want.reshape(len(variants), self.n_pairs, -1)[order].reshape(-1, want.shape[-1])
+        ordered = [variants[i] for i in order]
+        s_sorted = [starts[i] for i in order]
+        active = {layer: sum(1 for s in s_sorted if s <= layer) for layer in range(self.n_layers)}
+        masks = self._masks(ordered, active)
+        layers_ok = agrees(lambda: self._forward_from(
+            s_sorted, [(n, where_hook(m, v, self.n_pairs)) for n, _s, m, v in masks]))
+        if not layers_ok or p_start <= 0 or len({n for n, *_ in masks}) != len(masks) \
+                or any(hook_kind(n) is None for n, *_ in masks):
+            return layers_ok, False
+        suffix = self._make_suffix()
+        if suffix is None:
+            return layers_ok, False
+        patches = {name: (mask, values) for name, _source, mask, values in masks}
+        p0 = min(p_start, int(self._pos.min()))
+        return layers_ok, agrees(lambda: suffix(s_sorted, patches, p0, self._pos))
+
     # -- running ----------------------------------------------------------------------------------
-    def _blocks_are_exact(self) -> bool:
-        """Does running the blocks from cached resid_pre reproduce the full forward's logits?"""
-        try:
-            # Two variants test the batch expansion of the blocks' arguments; with one pair
-            # there is nothing to expand and one variant keeps a long prompt's check small.
-            n = 2 if self.n_pairs > 1 else 1
-            out = self._forward_from([0] * n, [])
-        except Exception:  # noqa: BLE001 - any failure means: use the full forward
-            return False
-        want = self.base_final.repeat(n, 1).float()
-        tol = 1e-4 * max(1.0, float(want.abs().max()))
-        return bool(torch.isfinite(out).all()) and float((out.float() - want).abs().max()) <= tol
-
-    def _suffix_is_exact(self, suffix: SuffixForward) -> bool:
-        """Does the suffix forward (no patches) reproduce the base run's final logits?"""
-        p0 = int(self._pos.min())
-        if p0 <= 0:
-            return False
-        try:
-            out = suffix([0], {}, p0, self._pos, reuse_base_attention=False)
-        except Exception:  # noqa: BLE001 - any failure means: not this model's block form
-            return False
-        finally:
-            suffix.query_rows = 0  # count the sweep's rows only
-        want = self.base_final.float()
-        tol = 1e-4 * max(1.0, float(want.abs().max()))
-        return bool(torch.isfinite(out).all()) and float((out.float() - want).abs().max()) <= tol
-
     def first_diff(self, name: str, source: str) -> int:
         """The first position where a patch source differs from the base run (n_pos: nowhere)."""
         key = (name, source)
@@ -196,8 +286,9 @@ class PatchRunner:
                     fresh = self.base[f"blocks.{layer}.hook_resid_pre"].repeat(n_new, 1, 1)
                     x = fresh if x is None else torch.cat([x, fresh])
                 n_var = x.shape[0] // b
-                args = _expand(self._block_args, b, n_var)
-                kwargs = {k: _expand(v, b, n_var) for k, v in self._block_kwargs.items()}
+                block_args, block_kwargs = self._block_inputs[layer]
+                args = _expand(block_args, b, n_var)
+                kwargs = {k: _expand(v, b, n_var, k) for k, v in block_kwargs.items()}
                 out = model.blocks[layer](x, *args, **kwargs)
                 x = out[0] if isinstance(out, tuple) else out
         rows = torch.arange(x.shape[0], device=x.device)
@@ -255,8 +346,26 @@ class PatchRunner:
         self.forwards += 1
         # Embedding patches (layer -1) or unpatched variants need the whole model.
         if not (self.start_at_layer and min(starts) >= 0 and max(starts) < self.n_layers):
-            self.positions_computed += len(group) * self.n_pos
-            return self.metric(self._forward_full(len(group), self._hooks(group, None)))
+            return self._run_full(group)
+        try:
+            return self._run_shortcuts(group, starts)
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a shortcut failing here must not end the job
+            if is_out_of_memory(exc):
+                raise
+            # The per-model check passed but this chunk's shapes broke a shortcut: stop using
+            # them for this runner and compute the chunk exactly.
+            self.start_at_layer, self.suffix = False, None
+            self.fallback = f"{type(exc).__name__}: {exc}"
+            return self._run_full(group)
+
+    def _run_full(self, group: list[Variant]) -> torch.Tensor:
+        self.positions_computed += len(group) * self.n_pos
+        self.paths["full"] = self.paths.get("full", 0) + len(group)
+        return self.metric(self._forward_full(len(group), self._hooks(group, None)))
+
+    def _run_shortcuts(self, group: list[Variant], starts: list[int]) -> torch.Tensor:
         base_value = self.metric(self.base_final)
         out = base_value.new_empty(len(group))
         # Variants that can only change positions >= p run over those positions alone, so a
@@ -266,22 +375,32 @@ class PatchRunner:
             index = torch.tensor(members, device=out.device)
             if p_start is None:
                 out[index] = base_value
+                self.paths["base"] = self.paths.get("base", 0) + len(members)
                 continue
             out[index] = self._run_staircase([group[i] for i in members],
                                              [starts[i] for i in members], p_start)
         return out
 
+    def path_summary(self) -> str:
+        """How this runner's variants were computed, for a status line."""
+        parts = [f"{n} {'cell' if n == 1 else 'cells'} {PATHS[k]}"
+                 for k, n in self.paths.items() if n]
+        text = "; ".join(parts)
+        if self.fallback:
+            text += f" (a shortcut failed, so the rest ran in full: {self.fallback[:200]})"
+        return text
+
     def _by_start_position(self, group: list[Variant]) -> list[tuple[int | None, list[int]]]:
         """Variants grouped by the first position their patches can change (0 when the suffix
         forward cannot be used; None when they change nothing at or before the answer), as
         (position, indices into ``group``)."""
-        if self.suffix is None:
-            return [(0, list(range(len(group))))]
         answer, last_answer = int(self._pos.min()), int(self._pos.max())
         buckets: dict[int | None, list[int]] = {}
         for i, variant in enumerate(group):
             start = self._variant_start(variant)
             key = None if start > last_answer else min(start, answer)
+            if self.suffix is None and key is not None:
+                key = 0
             buckets.setdefault(key, []).append(i)
         out = [(None, buckets.pop(None))] if None in buckets else []
         # Merge neighbouring starts until a forward has enough rows: small batches waste more on
@@ -327,10 +446,12 @@ class PatchRunner:
             patches = {name: (mask, values) for name, _source, mask, values in masks}
             final = self.suffix(s_sorted, patches, p0, self._pos)
             self.positions_computed += len(group) * (self.n_pos - p0)
+            self.paths["suffix"] = self.paths.get("suffix", 0) + len(group)
         else:
             final = self._forward_from(s_sorted, [(n, where_hook(m, v, self.n_pairs))
                                                   for n, _s, m, v in masks])
             self.positions_computed += len(group) * self.n_pos
+            self.paths["layers"] = self.paths.get("layers", 0) + len(group)
         values = self.metric(final)
         out = torch.empty_like(values)
         out[torch.tensor(order, device=values.device)] = values
@@ -371,3 +492,14 @@ def _max_position(sel, n_pos: int) -> int:
 
 def _full(sel) -> bool:
     return isinstance(sel, slice) and sel == slice(None)
+
+
+def _suffix(name: str) -> str:
+    """``blocks.3.attn.hook_z`` -> ``attn.hook_z``; other names unchanged."""
+    parts = name.split(".", 2)
+    return parts[2] if len(parts) == 3 and parts[0] == "blocks" else name
+
+
+def _layer_of(name: str) -> int:
+    parts = name.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" else -1

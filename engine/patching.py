@@ -57,6 +57,13 @@ COMPOSITE = {
     "block": ("resid_pre", "attn_out", "mlp_out"),
     "head_every": ("head_out", "head_q", "head_k", "head_v", "head_pattern"),
 }
+# The component (engine.capabilities) each sweep patches.
+SWEEP_COMPONENT = {
+    "resid_pre": "resid_pre", "resid_mid": "resid_mid", "attn_out": "attn_out",
+    "mlp_out": "mlp_out", "head_out": "z", "head_out_by_pos": "z", "head_q": "q", "head_k": "k",
+    "head_v": "v", "head_pattern": "pattern", "head_q_by_pos": "q", "head_k_by_pos": "k",
+    "head_v_by_pos": "v", "head_pattern_by_pos": "pattern",
+}
 SWEEP_LABELS = {
     "block": "Block sweep: resid_pre, attn_out and mlp_out by layer × position",
     "resid_pre": "Residual stream (resid_pre) by layer × position",
@@ -83,7 +90,7 @@ class SweepRequest:
     kind: str = "head_out"
     metric: str = "logit_diff_norm"
     direction: str = "denoise"  # or "noise"
-    prepend_bos: bool = True
+    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
     memory_budget_mb: int = 512
     max_tokens_per_chunk: int = 4096
     start_at_layer: bool = True  # False: every variant runs the whole model (for benchmarks)
@@ -107,6 +114,13 @@ class SweepResult:
     chunk_size: int = 0
     complete: bool = False
     labels: dict = field(default_factory=dict)
+    # How the cells were computed (PatchRunner.path_summary), for the panel's status line.
+    path: str = ""
+
+    def part_shape(self, part: str) -> tuple[int, ...]:
+        """The real shape of one component of a composite sweep (k and v of a grouped-query
+        model have fewer heads than the others; their padding is NaN)."""
+        return tuple(self.labels.get("part_shapes", {}).get(part, self.values.shape[-2:]))
 
 
 class Metric:
@@ -170,6 +184,15 @@ class Metric:
         return fn
 
 
+def sweep_axes(kind: str, n_heads: int, n_kv_heads: int) -> tuple[str, ...]:
+    """The result axes of one sweep; a key/value sweep of a grouped-query model runs over key/value
+    heads, named ``kv_head``."""
+    axes = SWEEPS[kind][1]
+    if SWEEP_COMPONENT[kind] in ("k", "v") and 0 < n_kv_heads < n_heads:
+        axes = tuple("kv_head" if a == "head" else a for a in axes)
+    return axes
+
+
 def sweep_variants(runner: PatchRunner, kind: str) -> tuple[list[Variant], tuple[int, ...]]:
     template, axes, layout = SWEEPS[kind]
     sizes = {"layer": runner.n_layers, "pos": runner.n_pos,
@@ -185,6 +208,16 @@ def sweep_variants(runner: PatchRunner, kind: str) -> tuple[list[Variant], tuple
     return variants, shape
 
 
+def available_sweeps(caps) -> dict[str, str]:
+    """Every sweep kind -> "" if this model can run it, else why not (for tooltips)."""
+    out = {}
+    for kind in (*SWEEPS, *COMPOSITE):
+        missing = [caps.missing[SWEEP_COMPONENT[p]] for p in _parts(kind)
+                   if SWEEP_COMPONENT[p] in caps.missing]
+        out[kind] = missing[0] if missing else ""
+    return out
+
+
 def _parts(kind: str) -> tuple[str, ...]:
     if kind in COMPOSITE:
         return COMPOSITE[kind]
@@ -192,6 +225,13 @@ def _parts(kind: str) -> tuple[str, ...]:
         raise InputError(f"Unknown sweep {kind!r}.",
                          "Use one of " + ", ".join([*SWEEPS, *COMPOSITE]))
     return (kind,)
+
+
+def _check_available(host, parts: tuple[str, ...], kind: str) -> None:
+    caps = host.caps
+    for part in parts:
+        caps.require(SWEEP_COMPONENT[part], SWEEP_LABELS.get(part, part)
+                     if len(parts) == 1 else f"{SWEEP_LABELS.get(kind, kind)} (its {part} part)")
 
 
 def _runner(host, request: SweepRequest, pairs, metric, names: set[str], ctx) -> PatchRunner:
@@ -214,27 +254,42 @@ def _runner(host, request: SweepRequest, pairs, metric, names: set[str], ctx) ->
 @torch.inference_mode()
 def run_sweep(host, request: SweepRequest, ctx: JobContext) -> SweepResult:
     parts = _parts(request.kind)
+    _check_available(host, parts, request.kind)
     started = time.perf_counter()
     ctx.progress(0.01, "Tokenising the prompt pairs…")
     pairs = prepare_pairs(host, request.pairs, request.prepend_bos)
     metric = Metric(request.metric, pairs)
     names = {SWEEPS[part][0].format(layer) for part in parts for layer in range(host.info.n_layers)}
-    if pairs.clean.numel() <= 512:  # short prompts: cache what the other common sweeps need too
-        names |= {SWEEPS[part][0].format(layer) for part in (*COMPOSITE["block"], "head_out")
-                  for layer in range(host.info.n_layers)}
+    if pairs.clean.numel() <= 512:  # short prompts: cache what the other sweeps need too
+        names |= {SWEEPS[part][0].format(layer) for part in SWEEPS
+                  if host.caps.has(SWEEP_COMPONENT[part]) for layer in range(host.info.n_layers)}
     runner = _runner(host, request, pairs, metric, names, ctx)
     metric = runner.metric
-    variants, shape, offset = [], None, 0
-    for part in parts:
-        part_variants, shape = sweep_variants(runner, part)
-        variants += [Variant(v.key + offset, v.patches) for v in part_variants]
-        offset += len(part_variants)
+    # Each part keeps its own shape (a grouped-query model's k and v have fewer heads); in a
+    # composite the parts share one array padded to the widest, NaN where a part has no cell.
+    part_variants = {part: sweep_variants(runner, part) for part in parts}
+    shapes = {part: shp for part, (_v, shp) in part_variants.items()}
+    full = tuple(max(dims) for dims in zip(*shapes.values(), strict=True))
+    shape = ((len(parts),) if len(parts) > 1 else ()) + full
+    variants = []
+    for c, part in enumerate(parts):
+        pv, pshape = part_variants[part]
+        for v, idx in zip(pv, np.ndindex(*pshape), strict=True):
+            key = int(np.ravel_multi_index(((c,) if len(parts) > 1 else ()) + idx, shape))
+            variants.append(Variant(key, v.patches))
     if request.only:
         wanted = set(request.only)
         variants = [v for v in variants if v.key in wanted]
-    if len(parts) > 1:
-        shape = (len(parts), *shape)
-    axes = (("component",) if len(parts) > 1 else ()) + SWEEPS[parts[0]][1]
+    info = host.info
+    axes = (("component",) if len(parts) > 1 else ()) + sweep_axes(
+        parts[0], info.n_heads, info.n_key_value_heads)
+    labels = {"components": parts, "part_shapes": shapes,
+              "part_axes": {p: sweep_axes(p, info.n_heads, info.n_key_value_heads)
+                            for p in parts}}
+    if info.is_gqa:
+        group = info.n_heads // info.n_key_value_heads
+        labels["kv_groups"] = tuple(tuple(range(g * group, (g + 1) * group))
+                                    for g in range(info.n_key_value_heads))
     values = np.full(int(np.prod(shape)), np.nan, dtype=np.float32)
     chunk = runner.chunk_size(request.memory_budget_mb, request.max_tokens_per_chunk)
     clean_v, corr_v = metric.baseline_values()
@@ -243,9 +298,10 @@ def run_sweep(host, request: SweepRequest, ctx: JobContext) -> SweepResult:
         return SweepResult(request.kind, request.metric, request.direction, axes,
                            values.reshape(shape).copy(), done, len(variants), clean_v, corr_v,
                            tuple(pairs.clean_str[0]), tuple(pairs.corrupted_str[0]),
-                           time.perf_counter() - started, chunk, complete,
-                           {"components": parts})
+                           time.perf_counter() - started, chunk, complete, labels,
+                           runner.path_summary())
 
+    runner.paths.clear()
     done, last_partial = 0, time.perf_counter()
     for group in chunked(variants, chunk):
         ctx.check_cancelled()

@@ -39,7 +39,7 @@ class PathPatchRequest:
     senders: tuple[tuple[int, int], ...]  # (layer, head) of each sender head
     component: str = "q"  # receiver input: "q", "k" or "v"
     metric: str = "logit_diff_norm"
-    prepend_bos: bool = True
+    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
     memory_budget_mb: int = 512
     max_tokens_per_chunk: int = 4096
 

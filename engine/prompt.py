@@ -8,14 +8,14 @@ import numpy as np
 import torch
 
 from engine.jobs import JobContext
-from engine.tokens import str_tokens, tokenize
+from engine.tokens import bos_policy, str_tokens, tokenize
 
 
 @dataclass(frozen=True)
 class PromptRequest:
     prompt: str
     top_k: int = 10
-    prepend_bos: bool = True
+    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
     truncate: bool = False
 
 
@@ -46,7 +46,7 @@ def log_probs(host, tokens: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def run_prompt(host, request: PromptRequest, ctx: JobContext) -> PromptResult:
     ctx.progress(0.05, "Tokenising…")
-    full = host.model.to_tokens(request.prompt, prepend_bos=request.prepend_bos,
+    full = host.model.to_tokens(request.prompt, prepend_bos=bos_policy(host, request.prepend_bos),
                                 truncate=False) \
         if request.prompt and request.prompt.strip() else None
     tokens = tokenize(host, request.prompt, request.prepend_bos, request.truncate)

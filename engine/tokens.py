@@ -20,10 +20,24 @@ def str_tokens(host, tokens: torch.Tensor) -> list[str]:
     return [host.tokenizer.decode([i]) for i in ids]
 
 
-def tokenize(host, text: str, prepend_bos: bool = True, truncate: bool = False) -> torch.Tensor:
-    """Token ids [1, pos] on the host's device; empty or over-long prompts raise clear errors."""
+def bos_policy(host, prepend_bos: bool | None) -> bool:
+    """The one BOS policy every panel uses: the model's own default (GPT-2 prepends BOS, Pythia
+    and BLOOM do not) unless the user chose explicitly."""
+    if prepend_bos is not None:
+        return bool(prepend_bos)
+    info = getattr(host, "info", None)
+    if info is not None and hasattr(info, "default_prepend_bos"):
+        return bool(info.default_prepend_bos)
+    return bool(getattr(host.model.cfg, "default_prepend_bos", True))
+
+
+def tokenize(host, text: str, prepend_bos: bool | None = None,
+             truncate: bool = False) -> torch.Tensor:
+    """Token ids [1, pos] on the host's device; empty or over-long prompts raise clear errors.
+    ``prepend_bos=None`` follows the model's default (``bos_policy``)."""
     if text is None or not text.strip():
         raise InputError("The prompt is empty.", "Type some text to run the model on.")
+    prepend_bos = bos_policy(host, prepend_bos)
     tokens = host.model.to_tokens(text, prepend_bos=prepend_bos, truncate=False)
     n_ctx = host.info.n_ctx
     if tokens.shape[-1] > n_ctx:

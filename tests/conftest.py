@@ -9,11 +9,17 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# The test models are tiny: one thread runs their small matrix products fastest, and several
+# threads per process spin against each other when tests share the CPU (10x slower seen).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 from tests.model_fixtures import make_gpt2_folder  # noqa: E402
 
@@ -50,6 +56,29 @@ def bundled_host():
 
     assert (BUNDLED_DIR / "config.json").is_file(), "the bundled model organism is missing"
     return load_host(ModelSpec("bundled", device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def family_host(tmp_path_factory):
+    """``family_host("llama")``: a loaded tiny random model of that family (tests/model_matrix.py),
+    built once per test session."""
+    from engine.host import load_host
+    from engine.model_sources import ModelSpec
+    from tests.model_fixtures import make_tokenizer
+    from tests.model_matrix import make_family_folder
+
+    hosts: dict = {}
+    tokenizer = tmp_path_factory.mktemp("matrix_tokenizer")
+    make_tokenizer(tokenizer)
+
+    def get(family: str):
+        if family not in hosts:
+            folder = make_family_folder(family, tmp_path_factory.mktemp(family),
+                                        tokenizer_dir=tokenizer)
+            hosts[family] = load_host(ModelSpec("folder", str(folder), "cpu"))
+        return hosts[family]
+
+    return get
 
 
 @pytest.fixture()
