@@ -143,7 +143,7 @@ def _prefixed(index: int, n: int, exc: InputError) -> InputError:
 
 @torch.inference_mode()
 def _one(host, item: AttributionItem, request: AttributionRequest, index: int, n: int) -> dict:
-    from transformer_lens.tools.analysis import direct_logit_attribution, logit_lens
+    from transformer_lens.tools.analysis import direct_logit_attribution
 
     model = host.model
     try:
@@ -160,8 +160,13 @@ def _one(host, item: AttributionItem, request: AttributionRequest, index: int, n
     a, c = target.answer_id, target.counterfactual_id
     incorrect = c if target.is_difference else None
     notes: list[str] = list(host.caps.notes)
-    comp = direct_logit_attribution(model, cache=cache, answer_tokens=a,
-                                    incorrect_tokens=incorrect, unit="component", pos=pos)
+    try:
+        comp = direct_logit_attribution(model, cache=cache, answer_tokens=a,
+                                        incorrect_tokens=incorrect, unit="component", pos=pos)
+    except (ValueError, NotImplementedError) as exc:  # TransformerLens refuses DLA here
+        return _lens_only(host, item, request, tokens, target, logits, cache, with_mid,
+                          notes + [f"Direct logit attribution is not available for this model "
+                                   f"(TransformerLens: {exc})"])
     comp_labels = list(comp.labels)
     comp_values = comp.attribution.reshape(len(comp.labels), -1)[:, 0].float()
     if with_mid:
@@ -203,6 +208,44 @@ def _one(host, item: AttributionItem, request: AttributionRequest, index: int, n
         heads = direct_logit_attribution(model, cache=cache, answer_tokens=a,
                                          incorrect_tokens=incorrect, unit="head", pos=pos)
         head_attr = heads.attribution.reshape(heads.attribution.shape[0], -1)[:, 0].float()
+    row = _lens_row(host, request, tokens, target, logits, cache, with_mid)
+    n_heads = int(model.cfg.n_heads)
+    row.update({
+        "lens_direct": accum_values.cpu().numpy(),
+        "component_labels": tuple(comp_labels),
+        "component_values": comp_values.cpu().numpy(),
+        "head_values": head_attr[:n_layers * n_heads].reshape(n_layers, n_heads).cpu().numpy(),
+        "head_remainder": float(head_attr[-1]),
+        "notes": tuple(notes),
+    })
+    return row
+
+
+def _lens_only(host, item, request, tokens, target, logits, cache, with_mid, notes) -> dict:
+    """The logit lens alone, every direct attribution NaN (a model DLA is not defined on)."""
+    model = host.model
+    row = _lens_row(host, request, tokens, target, logits, cache, with_mid)
+    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    labels = ["embed", *[f"{la}_{kind}" for la in range(n_layers) for kind in ("attn_out",
+                                                                              "mlp_out")]]
+    row.update({
+        "lens_direct": np.full(len(row["lens_labels"]), np.nan, dtype=np.float32),
+        "component_labels": tuple(labels),
+        "component_values": np.full(len(labels), np.nan, dtype=np.float32),
+        "head_values": np.full((n_layers, n_heads), np.nan, dtype=np.float32),
+        "head_remainder": float("nan"),
+        "notes": tuple(notes),
+    })
+    return row
+
+
+@torch.inference_mode()
+def _lens_row(host, request, tokens, target, logits, cache, with_mid) -> dict:
+    from transformer_lens.tools.analysis import logit_lens
+
+    model = host.model
+    pos = target.position
+    a, c = target.answer_id, target.counterfactual_id
     ids = [a] if c is None else [a, c]
     lens = logit_lens(model, cache=cache, incl_mid=with_mid, positions=pos, targets=ids)
     k = max(1, min(int(request.top_k), int(model.cfg.d_vocab)))
@@ -214,7 +257,6 @@ def _one(host, item: AttributionItem, request: AttributionRequest, index: int, n
     bias = 0.0
     if b_u is not None:
         bias = float(b_u[a]) - (float(b_u[c]) if c is not None else 0.0)
-    n_heads = int(model.cfg.n_heads)
     top_ids = top.readout.top_ids[:, 0, :].cpu().numpy().astype(np.int64)
     decode = host.tokenizer.decode
     return {
@@ -226,20 +268,14 @@ def _one(host, item: AttributionItem, request: AttributionRequest, index: int, n
         "counterfactual_id": -1 if c is None else c,
         "lens_labels": tuple(lens.labels),
         "lens_values": value.cpu().numpy(),
-        "lens_direct": accum_values.cpu().numpy(),
         "lens_ranks": lens_ranks[:, 0].cpu().numpy().astype(np.int64),
         "lens_cf_ranks": (lens_ranks[:, 1].cpu().numpy().astype(np.int64) if c is not None
                           else np.full(len(lens.labels), -1, dtype=np.int64)),
         "lens_top_ids": top_ids,
         "lens_top_tokens": tuple(tuple(decode([int(i)]) for i in row) for row in top_ids),
         "lens_top_logits": top.values[:, 0, :].float().cpu().numpy(),
-        "component_labels": tuple(comp_labels),
-        "component_values": comp_values.cpu().numpy(),
-        "head_values": head_attr[:n_layers * n_heads].reshape(n_layers, n_heads).cpu().numpy(),
-        "head_remainder": float(head_attr[-1]),
         "final_value": float(target.metric(logits.float())[0]),
         "bias_value": bias,
-        "notes": tuple(notes),
     }
 
 

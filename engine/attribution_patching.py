@@ -18,7 +18,7 @@ import torch
 from engine.errors import InputError
 from engine.jobs import JobContext
 from engine.patch_pairs import PromptPair, prepare_pairs
-from engine.patching import SWEEPS, Metric, SweepResult
+from engine.patching import SWEEP_COMPONENT, SWEEP_LABELS, SWEEPS, Metric, SweepResult, sweep_axes
 
 # The activation layout after the batch axis -> the axes a cell keeps, for each sweep kind.
 _KEEP = {("layer", "pos"): ("pos",), ("layer", "head"): ("head",),
@@ -42,6 +42,7 @@ def run_attribution_patching(host, request: AttributionPatchRequest,
     if request.kind not in SWEEPS:
         raise InputError(f"Attribution patching has no estimate for {request.kind!r}.",
                          "Use one of " + ", ".join(SWEEPS))
+    host.caps.require(SWEEP_COMPONENT[request.kind], SWEEP_LABELS[request.kind])
     started = time.perf_counter()
     template, axes, layout = SWEEPS[request.kind]
     model = host.model
@@ -85,10 +86,16 @@ def run_attribution_patching(host, request: AttributionPatchRequest,
     values = torch.stack(per_layer).cpu().numpy().astype(np.float32)
     clean_v, corr_v = metric.baseline_values()
     ctx.progress(1.0, "done")
+    info = host.info
+    axes = sweep_axes(request.kind, info.n_heads, info.n_key_value_heads)
     return SweepResult(request.kind, request.metric, "denoise", axes, values, values.size,
                        values.size, clean_v, corr_v, tuple(pairs.clean_str[0]),
                        tuple(pairs.corrupted_str[0]), time.perf_counter() - started, 0, True,
-                       {"estimate": "attribution patching"})
+                       {"estimate": "attribution patching", "components": (request.kind,),
+                        "part_shapes": {request.kind: values.shape},
+                        "part_axes": {request.kind: axes}},
+                       "linear estimate: one forward and backward pass (TransformerLens's "
+                       "cache_activation_and_gradient)")
 
 
 def correlation(estimate: np.ndarray, exact: np.ndarray) -> float:

@@ -14,8 +14,10 @@ only what a model has, and an analysis asked for something else raises ``InputEr
 - it is *patchable* if writing B's activation into A's run changes block 0's output, and the change
   is complete: B's ``resid_pre`` gives B's ``resid_post``; B's ``z`` gives B's ``attn_out``; B's
   ``q``, ``k`` and ``v`` together give B's ``z``; B's ``pattern`` gives ``pattern_B @ v_A``;
-- per-head direct logit attribution is defined if the heads' ``z @ W_O`` (plus ``b_O``) sum to
-  ``hook_attn_out``.
+- a head's write to the residual stream is its own ``z @ W_O`` (so per-head direct logit
+  attribution and path patching from sender heads are defined) if the block has no post-norm,
+  ``resid_post = resid_pre + attn_out + mlp_out``, and the heads' ``z @ W_O`` (plus ``b_O``) sum
+  to ``hook_attn_out``.
 """
 
 from __future__ import annotations
@@ -210,7 +212,13 @@ def probe(model) -> Capabilities:
             missing["pattern"] = ("writing the pattern does not give pattern · v (the hook is not "
                                   "the softmax the values are pooled with).")
     head_dla = ""
-    if post_norms:
+    rp, mo = names["resid_pre"], names["mlp_out"]
+    additive = all(n in store_a for n in (rp, ao_name, mo, out_name)) and _close(
+        store_a[rp] + store_a[ao_name] + store_a[mo], store_a[out_name])
+    if not additive:
+        head_dla = ("the block scales or transforms its attention and MLP outputs before adding "
+                    "them to the residual stream, so a head's write is not its own z·W_O.")
+    elif post_norms:
         head_dla = ("each attention output is normalised again after the heads are summed "
                     "(a post-attention norm), so a head's write to the residual stream is not its "
                     "own z·W_O.")

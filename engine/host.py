@@ -94,7 +94,15 @@ def _param_bytes(model) -> tuple[int, int]:
 
 
 def load_host(spec: ModelSpec, ctx: JobContext | None = None) -> ModelHost:
-    """Resolve, validate and boot a model, then enable TransformerLens compatibility mode."""
+    """Resolve, validate and boot a model, then enable TransformerLens compatibility mode.
+
+    Always outside inference mode, even when called inside it: weights created there would be
+    inference tensors, and every later analysis that needs gradients would fail."""
+    with torch.inference_mode(False):
+        return _load_host(spec, ctx)
+
+
+def _load_host(spec: ModelSpec, ctx: JobContext | None) -> ModelHost:
     ctx = ctx or Context()
     started = time.perf_counter()
     device = pick_device(spec.device)

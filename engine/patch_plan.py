@@ -84,21 +84,27 @@ class PlanResult:
     base: str  # "corrupted" or "clean"
     metric: str
     seconds: float
+    path: str = ""
 
 
 def item_problem(item: PlanItem, n_layers: int, n_heads: int, d_mlp: int, n_kv: int = 0,
-                 n_pos: int | None = None) -> str:
-    """Why ``item`` does not fit this model (and prompt), or ''."""
+                 n_pos: int | None = None, caps=None) -> str:
+    """Why ``item`` does not fit this model (and prompt), or ''. ``caps``: the model's
+    engine.capabilities.Capabilities (components it lacks or cannot patch)."""
     if item.component not in COMPONENTS:
         return f"unknown component {item.component!r}"
+    if caps is not None and item.component in caps.missing:
+        return f"{item.component} cannot be patched on this model: {caps.missing[item.component]}"
     if item.mode not in MODES:
         return f"unknown mode {item.mode!r}"
     if item.component != "embed" and not 0 <= item.layer < n_layers:
         return f"layer {item.layer} does not exist (the model has {n_layers} layers)"
     if item.component in HEADED:
-        limit = n_kv if item.component in ("k", "v") and n_kv else n_heads
+        kv = item.component in ("k", "v") and 0 < n_kv < n_heads
+        limit = n_kv if kv else n_heads
         if not 0 <= item.index < limit:
-            return f"head {item.index} does not exist (the model has {limit} heads)"
+            what = "key/value heads" if kv else "heads"
+            return f"head {item.index} does not exist (the model has {limit} {what})"
     if item.component == "neuron" and not 0 <= item.index < d_mlp:
         return f"neuron {item.index} does not exist (the MLP has {d_mlp} neurons)"
     if n_pos is not None and any(not 0 <= p < n_pos for p in item.positions):
@@ -111,7 +117,7 @@ def validate_plan(items, info, n_pos: int | None = None) -> list[str]:
     out = []
     for i, item in enumerate(items):
         problem = item_problem(item, info.n_layers, info.n_heads, info.d_mlp,
-                               info.n_key_value_heads, n_pos)
+                               info.n_key_value_heads, n_pos, getattr(info, "caps", None))
         if problem:
             out.append(f"Item {i + 1} ({item.label()}): {problem}.")
     return out
@@ -179,4 +185,4 @@ def run_plan(host, request: PlanRequest, ctx: JobContext) -> PlanResult:
     return PlanResult(("all together", *[i.label() for i in request.items]),
                       values.astype(np.float32), clean_v, corr_v,
                       "corrupted" if direction == "denoise" else "clean", request.metric,
-                      time.perf_counter() - started)
+                      time.perf_counter() - started, runner.path_summary())

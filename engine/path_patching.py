@@ -48,13 +48,18 @@ class PathPatchRequest:
 class PathPatchResult:
     senders: tuple[tuple[int, int], ...]
     component: str
-    receivers: np.ndarray  # [n_layers, n_heads]; NaN where no sender is in an earlier layer
+    # [n_layers, receivers]; NaN where no sender is in an earlier layer. Receivers are query heads
+    # for q, and key/value heads (receiver_axis "kv_head") for k and v of a grouped-query model:
+    # the senders' write reaches the one k/v input a group of query heads shares.
+    receivers: np.ndarray
     direct_to_logits: float
     clean_value: float
     corrupted_value: float
     metric: str
     seconds: float
     forwards: int = 0
+    receiver_axis: str = "head"
+    path: str = ""
 
     @property
     def label(self) -> str:
@@ -80,6 +85,12 @@ def run_path_patching(host, request: PathPatchRequest, ctx: JobContext) -> PathP
     senders = check_senders(request.senders, n_layers, info.n_heads)
     if request.component not in INPUTS:
         raise InputError(f"Receiver input {request.component!r} is not q, k or v.", "")
+    caps = host.caps
+    if caps.head_dla:
+        raise InputError("Path patching from sender heads is not defined on this architecture: "
+                         + caps.head_dla, "Use activation patching of the heads' outputs (z) "
+                         "instead.")
+    caps.require(request.component, f"receivers' {request.component} input")
     ctx.progress(0.01, "Tokenising the prompt pairs…")
     pairs = prepare_pairs(host, request.pairs, request.prepend_bos)
     metric = Metric(request.metric, pairs)
@@ -128,9 +139,11 @@ def run_path_patching(host, request: PathPatchRequest, ctx: JobContext) -> PathP
         done += len(group)
         ctx.progress(0.3 + 0.7 * done / len(variants), f"Patched {done}/{len(variants)} paths")
     clean_v, corr_v = runner.metric.baseline_values()
+    axis = "kv_head" if width < info.n_heads else "head"
     return PathPatchResult(senders, request.component, values.reshape(n_layers, width), direct,
                            clean_v, corr_v, request.metric, time.perf_counter() - started,
-                           runner.forwards + len(receiver_layers))
+                           runner.forwards + len(receiver_layers), axis,
+                           f"receivers' inputs computed once per layer; {runner.path_summary()}")
 
 
 def _layer_input(model, tokens, layer: int, delta, name: str) -> torch.Tensor:
