@@ -69,6 +69,7 @@ def pair_of_length(host, n_tokens: int, where: str = "last") -> PromptPair:
 
 
 REPEATS = [1]  # set from --repeats: the best of N runs, for both sides alike
+WHERE = ["last", "middle", "first"]
 
 
 def timed(fn, repeats: int | None = None):
@@ -88,7 +89,7 @@ def timed(fn, repeats: int | None = None):
 @torch.inference_mode()
 def bench_model(host, label: str, n_tokens: int, skip_long: bool,
                 max_tl_forwards: int = 300) -> None:
-    for where in ("last", "middle", "first"):
+    for where in WHERE:
         bench_pair(host, label, pair_of_length(host, n_tokens, where), where, skip_long,
                    max_tl_forwards)
 
@@ -203,6 +204,12 @@ def main() -> None:
     ap.add_argument("--only", choices=["bundled", "big"], default=None)
     ap.add_argument("--tl-block-max-forwards", type=int, default=1000,
                     help="estimate TL's block sweep from its per-forward time above this")
+    ap.add_argument("--arch", default="gpt2",
+                    help="comma-separated 12-layer shapes: gpt2, gpt_neox (Pythia), llama (GQA "
+                         "12/4, SwiGLU)")
+    ap.add_argument("--where", default="last,middle,first",
+                    help="where the prompts differ: any of last, middle, first")
+    ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--memory-child", default="")
     args = ap.parse_args()
     if args.memory_child:
@@ -224,10 +231,20 @@ def main() -> None:
     if args.only == "bundled":
         return
     REPEATS[0] = args.repeats_big
-    big = make_gpt2_folder(tmp / "gpt2_12L", 12, 12, 768, 1024, 0)
-    bench_model(load_host(ModelSpec("folder", str(big), args.device)),
-                "random GPT-2 12L", 20, args.skip_long, args.tl_block_max_forwards)
-    if args.memory:
+    WHERE[:] = args.where.split(",")
+    from tests.model_matrix import BENCH_SHAPES, make_family_folder
+
+    names = {"gpt2": "random GPT-2 12L", "gpt_neox": "random Pythia-shaped 12L",
+             "llama": "random Llama-shaped 12L (GQA 12/4, SwiGLU)"}
+    big = None
+    for arch in args.arch.split(","):
+        if arch == "gpt2":
+            folder = big = make_gpt2_folder(tmp / "gpt2_12L", 12, 12, 768, 1024, 0)
+        else:
+            folder = make_family_folder(arch, tmp / arch, config=BENCH_SHAPES[arch], scale=1.0)
+        bench_model(load_host(ModelSpec("folder", str(folder), args.device)),
+                    names[arch], args.tokens, args.skip_long, args.tl_block_max_forwards)
+    if args.memory and big is not None:
         res = subprocess.run([sys.executable, __file__, "--memory-child", str(big),
                               "--device", args.device], capture_output=True, text=True)
         line = [x for x in res.stdout.splitlines() if x.startswith("MEMORY ")]

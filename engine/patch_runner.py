@@ -23,6 +23,7 @@ from engine.suffix_forward import (
     POS_AXIS,
     SuffixForward,
     hook_kind,
+    readout,
     where_hook,
 )
 
@@ -45,10 +46,14 @@ def _is_cache(obj) -> bool:
 def _expand(obj, n_pairs: int, times: int, key: str = ""):
     """Repeat batch-shaped tensors in a block's captured arguments for a stacked chunk of
     ``times`` variants (variant-major, pair index fastest). A batch of one broadcasts, except
-    ALiBi biases ([batch * heads, 1, pos], used by ``baddbmm``), which must match exactly."""
+    ALiBi biases ([batch * heads, 1, pos], used by ``baddbmm``) and attention masks, which must
+    match exactly."""
     if isinstance(obj, torch.Tensor):
         if times > 1 and key == "alibi" and obj.ndim == 3 and obj.shape[0] % n_pairs == 0:
             return obj.repeat(times, 1, 1)
+        if times > 1 and key in ("attention_mask", "") and obj.ndim == 4 \
+                and obj.shape[0] == n_pairs and obj.shape[1] == 1:
+            return obj.repeat(times, 1, 1, 1)  # a mask: some blocks (XGLM) check its batch
         if times > 1 and obj.ndim >= 2 and obj.shape[0] == n_pairs and n_pairs > 1:
             return obj.repeat(times, *([1] * (obj.ndim - 1)))
         return obj
@@ -73,6 +78,8 @@ PATHS = {
     "base": "equal to the unpatched run (the patch writes that run's own values): no forward",
     "suffix": "batched from the patched layer on, recomputing only the positions after the "
               "prompts' first difference (prefix keys and values cached)",
+    "dense": "batched from the patched layer on through fused dense layers for this block form "
+             "(every position)",
     "layers": "batched from the patched layer on (cached residual stream below it)",
     "full": "full hooked forward (TransformerLens's run_with_hooks), batched",
 }
@@ -177,7 +184,8 @@ class PatchRunner:
     def _make_suffix(self) -> SuffixForward | None:
         try:
             return SuffixForward(self.model, self.base, self.n_pairs,
-                                 lambda: self.ctx.check_cancelled())
+                                 lambda: self.ctx.check_cancelled(),
+                                 {layer: kw for layer, (_a, kw) in self._block_inputs.items()})
         except Exception:  # noqa: BLE001 - a block form the suffix forward cannot build
             return None
 
@@ -244,7 +252,7 @@ class PatchRunner:
         masks = self._masks(ordered, active)
         layers_ok = agrees(lambda: self._forward_from(
             s_sorted, [(n, where_hook(m, v, self.n_pairs)) for n, _s, m, v in masks]))
-        if not layers_ok or p_start <= 0 or len({n for n, *_ in masks}) != len(masks) \
+        if not layers_ok or p_start < 0 or len({n for n, *_ in masks}) != len(masks) \
                 or any(hook_kind(n) is None for n, *_ in masks):
             return layers_ok, False
         suffix = self._make_suffix()
@@ -293,7 +301,7 @@ class PatchRunner:
                 x = out[0] if isinstance(out, tuple) else out
         rows = torch.arange(x.shape[0], device=x.device)
         x = x[rows, self._pos.repeat(len(starts))][:, None, :]
-        return model.unembed(model.ln_final(x))[:, 0, :]
+        return readout(model, x)
 
     def _forward_full(self, n_variants: int, hooks: list) -> torch.Tensor:
         toks = self.base_tokens.repeat(n_variants, 1)
@@ -442,11 +450,12 @@ class PatchRunner:
                   for layer in range(self.n_layers)}
         masks = self._masks(ordered, active)
         p0 = self._suffix_start(masks, p_start)
-        if p0 > 0:
+        if p0 >= 0:
             patches = {name: (mask, values) for name, _source, mask, values in masks}
             final = self.suffix(s_sorted, patches, p0, self._pos)
             self.positions_computed += len(group) * (self.n_pos - p0)
-            self.paths["suffix"] = self.paths.get("suffix", 0) + len(group)
+            path = "suffix" if p0 > 0 else "dense"
+            self.paths[path] = self.paths.get(path, 0) + len(group)
         else:
             final = self._forward_from(s_sorted, [(n, where_hook(m, v, self.n_pairs))
                                                   for n, _s, m, v in masks])
@@ -458,14 +467,15 @@ class PatchRunner:
         return out
 
     def _suffix_start(self, masks: list, p_start: int) -> int:
-        """Where the suffix forward may start for these patches (0: it may not be used)."""
-        if self.suffix is None or not masks or p_start <= 0:
-            return 0
+        """Where the suffix forward may start for these patches (-1: it may not be used; 0: it
+        runs every position)."""
+        if self.suffix is None or not masks or p_start < 0:
+            return -1
         names = {name for name, *_ in masks}
         if len(names) != len(masks):  # two sources for one hook: the full path composes them
-            return 0
+            return -1
         if any(hook_kind(name) is None for name in names):
-            return 0
+            return -1
         return min(p_start, int(self._pos.min()))
 
 

@@ -4,29 +4,30 @@ In a causal model, position ``t`` depends only on tokens ``<= t``. Clean and cor
 usually the same up to some position ``p0`` (IOI pairs differ in one name), so the base and source
 runs are identical before ``p0``, and so is every patched run whose patch values equal the base's
 there. Such a run only needs positions ``>= p0``: each layer's attention reads the base run's
-cached keys and values for the prefix, and everything else (LayerNorm, MLP) is per position.
+cached keys and values for the prefix, and everything else (norms, MLP) is per position. With
+``p0 = 0`` it is the whole sequence, still cheaper than the bridge's hooked modules.
 
-This is a hand-written forward for the standard pre-LN block (GPT-2, and models TransformerLens
-maps to the same form): ``x + attn(ln1(x))`` then ``+ mlp(ln2(x))``, the model's own ``ln1``,
-``ln2``, ``mlp`` modules and its ``W_Q/W_K/W_V/W_O`` weights. ``PatchRunner`` checks it once per
-model and prompt shape against the full forward and does not use it when they disagree (rotary
-positions, parallel blocks, soft-capping, grouped keys ...).
+This is a hand-written forward for the block forms ``engine.block_form`` describes (sequential or
+parallel pre-norm blocks, learned or rotary positions, grouped-query attention, plain or gated
+MLPs) from the model's own norm modules and its ``W_Q/W_K/W_V/W_O``, MLP weights and rotary
+tables. ``PatchRunner`` checks it per model and prompt shape, with patched variants, against the
+hooked full forward and does not use it when they disagree.
 
 Two more savings, both exact: a variant joins the batch at its first patched layer with the base
 run's residual stream, so unless it patches something upstream of z there (resid_pre, q, k, v,
 pattern) its attention at that layer is the base run's cached z; and the last layer, when every
-pair's answer sits at one position, runs its query at that position only, scoring the suffix
-through W_K and pooling it before W_V rather than projecting every position to keys and values.
+pair's answer sits at one position, runs its query, attention output and MLP at the answer
+position only. Without rotary positions or grouped keys it also forms no keys or values there:
+the query scores the suffix through W_K and pools it before W_V.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from engine.dense import fusable, linear, pack
+from engine.block_form import Unsupported, describe, rotate
+from engine.dense import linear, pack
 
 # hook name suffix -> axis of the query position in the activation (after the batch axis)
 POS_AXIS = {
@@ -101,47 +102,80 @@ class Hooks:
         return fn(act) if fn is not None else act
 
 
+def readout(model, x: torch.Tensor) -> torch.Tensor:
+    """Logits [rows, vocab] from final residual streams [rows, 1, d_model]: the final norm, the
+    unembedding and, where the model soft-caps its logits (Gemma 2), the cap."""
+    logits = model.unembed(model.ln_final(x))[:, 0, :]
+    cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0)
+    if cap > 0:
+        logits = cap * torch.tanh(logits / cap)
+    return logits
+
+
+def _flat(weight: torch.Tensor) -> torch.Tensor:
+    """[heads, d_model, d_head] -> [heads * d_head, d_model] (``F.linear``'s layout)."""
+    return weight.permute(0, 2, 1).reshape(-1, weight.shape[1])
+
+
+def _bias(*biases) -> torch.Tensor | None:
+    """Biases of a fused projection, flattened and joined; zeros stand in for a missing one."""
+    if all(b is None for b in biases):
+        return None
+    ref = next(b for b in biases if b is not None)
+    return torch.cat([b.reshape(-1) if b is not None else ref.new_zeros(n)
+                      for b, n in zip(biases, _bias.sizes, strict=True)])
+
+
 class SuffixForward:
     """The staircase forward of ``PatchRunner`` over positions ``p0:`` only."""
 
-    def __init__(self, model, base: dict, n_pairs: int, check_cancelled=lambda: None) -> None:
+    def __init__(self, model, base: dict, n_pairs: int, check_cancelled=lambda: None,
+                 block_kwargs: dict | None = None) -> None:
         self.model = model
+        self.form = form = describe(model)  # Unsupported: the caller uses the bridge's blocks
         self.check_cancelled = check_cancelled
-        self.base = base  # the base run's cache: resid_pre, k, v of every layer (and more)
+        self.base = base  # the base run's cache: resid_pre, k, v, z of every layer (and more)
         self.n_pairs = n_pairs
         cfg = model.cfg
-        scale = float(getattr(cfg, "attn_scale", -1) or -1)
-        self.scale = scale if scale > 0 else math.sqrt(cfg.d_head)
         self._flat: dict[int, dict] = {}
         self.query_rows = 0  # variant-positions whose attention was computed (for tests, benches)
-        act = str(getattr(cfg, "act_fn", ""))
-        self._act = act if fusable(act) and not getattr(cfg, "gated_mlp", False) else None
         eps = float(getattr(cfg, "eps", 1e-5))
         self._norms = {}
         for i, block in enumerate(model.blocks):
-            for name in ("ln1", "ln2"):
+            for name in {"ln1", form.mlp_norm}:
                 module = getattr(block, name)
                 self._norms[i, name] = plain_layer_norm(module, eps) or module
+        # Rotary tables (cos, sin) [1, pos, rotary_dim] of each layer, as its block was called.
+        self._rot: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._keys_rotated: dict[int, torch.Tensor] = {}
+        if form.rotary:
+            for layer in range(int(cfg.n_layers)):
+                table = (block_kwargs or {}).get(layer, {}).get("position_embeddings")
+                if not isinstance(table, tuple) or len(table) != 2 or table[0].shape[0] != 1:
+                    raise Unsupported("no rotary tables for the suffix")
+                self._rot[layer] = table
+        # The last layer's key-free query needs unrotated, ungrouped keys.
+        self._pool_keys = not form.rotary and form.n_kv_heads == form.n_heads
+        self._act = form.act if form.act and self._fused_mlp_is_exact() else None
 
-    def _mlp(self, layer: int, x: torch.Tensor, patched: Hooks) -> torch.Tensor:
-        """``x`` plus the block's MLP on ln2(x) (through hook_mlp_out). A plain (ungated) MLP runs
-        as two dense layers, the activation fused into the first and, unless hook_mlp_out is
-        patched, the residual add into the second."""
-        block = self.model.blocks[layer]
-        name = f"blocks.{layer}.hook_mlp_out"
-        h = self._norms[layer, "ln2"](x)
-        mlp = block.mlp
-        if self._act is None:
-            return x + patched(name, mlp(h))
-        w_in = pack(self.model, ("mlp_in", layer), (mlp.W_in,), lambda: mlp.W_in.t())
-        w_out = pack(self.model, ("mlp_out", layer), (mlp.W_out,), lambda: mlp.W_out.t())
-        hidden = linear(h.reshape(-1, h.shape[-1]), w_in, mlp.b_in, self._act)
-        if name in patched:
-            out = linear(hidden, w_out, mlp.b_out).reshape(x.shape)
-            return x + patched(name, out)
-        return linear(hidden, w_out, mlp.b_out, residual=x.reshape(-1, x.shape[-1])).reshape(
-            x.shape)
+    def _fused_mlp_is_exact(self) -> bool:
+        """Whether the fused MLP (the configured activation) computes what the bridge's MLP
+        module does: configs can name another activation than the model runs (TransformerLens
+        reports relu for Falcon and BLOOM, whose MLPs use GELU)."""
+        mlp = self.model.blocks[0].mlp
+        w = self.model.blocks[0].attn.W_Q
+        g = torch.Generator(device="cpu").manual_seed(0)
+        h = torch.randn(3, 1, w.shape[1], generator=g).to(w.device, w.dtype)
+        try:
+            want = mlp(h)
+            self._act = self.form.act
+            got = self._mlp_add(0, h, torch.zeros_like(h), Hooks({}))
+        except Exception:  # noqa: BLE001 - any failure: call the module instead
+            return False
+        tol = 1e-4 * max(1.0, float(want.abs().max()))
+        return bool(torch.isfinite(got).all()) and float((got - want).abs().max()) <= tol
 
+    # -- weights --------------------------------------------------------------------------------
     def _weights(self, layer: int) -> dict:
         """The layer's attention weights as plain matrices, so each projection is one dense layer
         over all heads (``F.linear``'s [heads * d_head, d_model]) instead of a batched product
@@ -149,25 +183,59 @@ class SuffixForward:
         w = self._flat.get(layer)
         if w is None:
             attn = self.model.blocks[layer].attn
-            d = attn.W_Q.shape[1]
-
-            def flat(weight):  # [heads, d_model, d_head] -> [heads * d_head, d_model]
-                return weight.permute(0, 2, 1).reshape(-1, d)
-
             w_q, w_k, w_v, w_o = attn.W_Q, attn.W_K, attn.W_V, attn.W_O
             model = self.model
-            w = {"q": pack(model, ("q", layer), (w_q,), lambda: flat(w_q).contiguous()),
-                 "bq": attn.b_Q.reshape(-1),
+            _bias.sizes = (w_k.shape[0] * w_k.shape[2], w_v.shape[0] * w_v.shape[2])
+            w = {"q": pack(model, ("q", layer), (w_q,), lambda: _flat(w_q).contiguous()),
+                 "bq": None if attn.b_Q is None else attn.b_Q.reshape(-1),
                  "kv": pack(model, ("kv", layer), (w_k, w_v),
-                            lambda: torch.cat([flat(w_k), flat(w_v)])),
-                 "bkv": torch.cat([attn.b_K.reshape(-1), attn.b_V.reshape(-1)]),
+                            lambda: torch.cat([_flat(w_k), _flat(w_v)])),
+                 "bkv": _bias(getattr(attn, "b_K", None), getattr(attn, "b_V", None)),
                  "q_heads": tuple(w_q.shape[::2]), "k_heads": tuple(w_k.shape[::2]),
                  "o": pack(model, ("o", layer), (w_o,),
                            lambda: w_o.reshape(-1, w_o.shape[-1]).t().contiguous()),
-                 "bo": attn.b_O, "d_z": w_o.shape[0] * w_o.shape[1]}
+                 "bo": getattr(attn, "b_O", None), "d_z": w_o.shape[0] * w_o.shape[1]}
             self._flat[layer] = w
         return w
 
+    # -- the MLP --------------------------------------------------------------------------------
+    def _mlp_add(self, layer: int, h: torch.Tensor, residual: torch.Tensor,
+                 patched: Hooks) -> torch.Tensor:
+        """``residual`` plus the block's MLP on the normed input ``h`` (through hook_mlp_out), as
+        dense layers with the activation fused into the first and, unless hook_mlp_out is
+        patched, the residual add into the last; gated MLPs multiply in their up projection.
+        An activation that cannot be fused calls the bridge's MLP module."""
+        name = f"blocks.{layer}.hook_mlp_out"
+        mlp = self.model.blocks[layer].mlp
+        act = self._act
+        if act is None:
+            return residual + patched(name, mlp(h))
+        flat_h = h.reshape(-1, h.shape[-1])
+        w_in = pack(self.model, ("mlp_in", layer), (mlp.W_in,), lambda: mlp.W_in.t())
+        w_out = pack(self.model, ("mlp_out", layer), (mlp.W_out,), lambda: mlp.W_out.t())
+        if self.form.gated:
+            w_gate = pack(self.model, ("mlp_gate", layer), (mlp.W_gate,), lambda: mlp.W_gate.t())
+            hidden = linear(flat_h, w_gate, getattr(mlp, "b_gate", None), act)
+            hidden.mul_(linear(flat_h, w_in, mlp.b_in))
+        else:
+            hidden = linear(flat_h, w_in, mlp.b_in, act)
+        b_out = getattr(mlp, "b_out", None)
+        if name in patched:
+            out = linear(hidden, w_out, b_out).reshape(residual.shape)
+            return residual + patched(name, out)
+        return linear(hidden, w_out, b_out, residual=residual.reshape(-1, residual.shape[-1])
+                      ).reshape(residual.shape)
+
+    def _block_rest(self, layer: int, x: torch.Tensor, y: torch.Tensor,
+                    patched: Hooks) -> torch.Tensor:
+        """After the attention: ``y = x + attn_out``. A sequential block runs its MLP on
+        ``ln2(y)`` (through hook_resid_mid); a parallel one on the norm of ``x``."""
+        if self.form.parallel:
+            return self._mlp_add(layer, self._norms[layer, self.form.mlp_norm](x), y, patched)
+        y = patched(f"blocks.{layer}.hook_resid_mid", y)
+        return self._mlp_add(layer, self._norms[layer, "ln2"](y), y, patched)
+
+    # -- the whole staircase --------------------------------------------------------------------
     def __call__(self, starts: list[int], patches: dict, p0: int, answer_pos: torch.Tensor,
                  reuse_base_attention: bool = True):
         """Final-position logits [V * B, vocab]; ``starts`` sorted; ``patches[name]`` is the
@@ -175,7 +243,7 @@ class SuffixForward:
 
         When every pair's answer is at the same position, the last layer computes its query,
         attention output and MLP at the answer position only (nothing else reaches the logits the
-        metric reads), and forms no keys or values unless a patch sets them (``_answer_z``)."""
+        metric reads)."""
         model, b = self.model, self.n_pairs
         n_layers = model.cfg.n_layers
         hooks = {name: where_hook(*narrow_patch(name, mask, values, p0), b)
@@ -189,7 +257,6 @@ class SuffixForward:
                     if name.startswith(f"blocks.{n_layers - 1}.")}
 
         patched = Hooks(hooks)
-
         x = None
         for layer in range(starts[0], n_layers):
             self.check_cancelled()
@@ -206,14 +273,33 @@ class SuffixForward:
             if one_answer and layer == n_layers - 1:
                 x = self._last_layer(layer, x, p0, answer - p0, patched, Hooks(last),
                                      n_computed)
-                return model.unembed(model.ln_final(x))[:, 0, :]
-            x = self._attention(layer, x, p0, patched, n_computed)
-            x = patched(name + "hook_resid_mid", x)
-            x = self._mlp(layer, x, patched)
+                return readout(model, x)
+            y = self._attention(layer, x, p0, patched, n_computed)
+            x = self._block_rest(layer, x, y, patched)
         n_var = x.shape[0] // b
         rows = torch.arange(x.shape[0], device=x.device)
         x = x[rows, (answer_pos - p0).repeat(n_var)][:, None, :]
-        return model.unembed(model.ln_final(x))[:, 0, :]
+        return readout(model, x)
+
+    # -- attention ------------------------------------------------------------------------------
+    def _rotary(self, layer: int, t: torch.Tensor, first: int) -> torch.Tensor:
+        """Rotary positions ``first .. first + len`` on q or k [R, len, heads, d_head]."""
+        if not self.form.rotary:
+            return t
+        cos, sin = self._rot[layer]
+        n = t.shape[1]
+        return rotate(t, cos[:, first:first + n], sin[:, first:first + n])
+
+    def _prefix(self, layer: int, kind: str, p0: int, n_var: int) -> torch.Tensor:
+        """The base run's keys (rotated) or values at positions ``:p0`` for ``n_var`` variants."""
+        name = f"blocks.{layer}.attn.hook_{kind}"
+        if kind == "k" and self.form.rotary:
+            full = self._keys_rotated.get(layer)
+            if full is None:
+                full = self._keys_rotated[layer] = self._rotary(layer, self.base[name], 0)
+        else:
+            full = self.base[name]
+        return full[:, :p0].repeat(n_var, 1, 1, 1)
 
     def _keys_values(self, layer: int, h: torch.Tensor, p0: int, patched):
         w = self._weights(layer)
@@ -225,9 +311,10 @@ class SuffixForward:
             k = patched(name + "hook_k", k.contiguous())
         if name + "hook_v" in patched:
             v = patched(name + "hook_v", v.contiguous())
+        k = self._rotary(layer, k, p0)
         if p0:
-            k = torch.cat([self.base[name + "hook_k"][:, :p0].repeat(n_var, 1, 1, 1), k], dim=1)
-            v = torch.cat([self.base[name + "hook_v"][:, :p0].repeat(n_var, 1, 1, 1), v], dim=1)
+            k = torch.cat([self._prefix(layer, "k", p0, n_var), k], dim=1)
+            v = torch.cat([self._prefix(layer, "v", p0, n_var), v], dim=1)
         return k, v
 
     def _z(self, layer: int, h_q: torch.Tensor, k, v, first_q: int, patched) -> torch.Tensor:
@@ -236,14 +323,18 @@ class SuffixForward:
         self.query_rows += h_q.shape[0] * h_q.shape[1] // self.n_pairs
         q = linear(h_q.reshape(-1, h_q.shape[-1]), w["q"], w["bq"])
         q = patched(name + "hook_q", q.reshape(h_q.shape[0], h_q.shape[1], *w["q_heads"]))
+        q = self._rotary(layer, q, first_q)
         n_q, n_k = q.shape[1], k.shape[1]
         future = torch.ones(n_q, n_k, dtype=torch.bool, device=h_q.device).triu(first_q + 1)
+        group = self.form.group
         if name + "hook_pattern" not in patched:  # the fused kernel; the pattern stays inside
             z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
                                                v.transpose(1, 2), attn_mask=~future,
-                                               scale=1 / self.scale)
+                                               scale=self.form.scale, enable_gqa=group > 1)
             return z.transpose(1, 2)
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.scale
+        if group > 1:
+            k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.form.scale
         scores = scores.masked_fill(future, float("-inf"))
         pattern = patched(name + "hook_pattern", scores.softmax(-1))
         return torch.einsum("bhqk,bkhe->bqhe", pattern, v)
@@ -265,7 +356,8 @@ class SuffixForward:
         """z at the answer position [R, 1, heads, d_head] without keys or values for the suffix:
         q.(h W_K + b_K) = (W_K q).h + q.b_K, and sum_t p_t (h_t W_V + b_V) = (sum_t p_t h_t) W_V
         + (sum_t p_t) b_V, so one query costs a few matrix-vector products per head instead of
-        two projections of every position. Prefix positions use the base run's cached k, v."""
+        two projections of every position. Prefix positions use the base run's cached k, v.
+        Only without rotary positions and grouped keys (``_pool_keys``)."""
         attn, w = self.model.blocks[layer].attn, self._weights(layer)
         name = f"blocks.{layer}.attn."
         rows = h.shape[0]
@@ -274,21 +366,23 @@ class SuffixForward:
         q = at_answer(name + "hook_q", q)[:, 0]  # [R, heads, d_head]
         seen = h[:, :a + 1]  # suffix positions up to the answer
         scores = torch.einsum("rhd,rtd->rht", torch.einsum("rhe,hde->rhd", q, attn.W_K), seen)
-        scores = scores + (q * attn.b_K).sum(-1, keepdim=True)
+        if attn.b_K is not None:
+            scores = scores + (q * attn.b_K).sum(-1, keepdim=True)
         n_var = rows // self.n_pairs
         if p0:
-            k_pre = self.base[name + "hook_k"][:, :p0].repeat(n_var, 1, 1, 1)
-            scores = torch.cat([torch.einsum("rhe,rthe->rht", q, k_pre), scores], dim=-1)
-        probs = (scores / self.scale).softmax(-1)
+            scores = torch.cat([torch.einsum("rhe,rthe->rht", q, self._prefix(layer, "k", p0,
+                                                                             n_var)), scores], -1)
+        probs = (scores * self.form.scale).softmax(-1)
         n_k = p0 + h.shape[1]
         pattern = at_answer(name + "hook_pattern",
                             F.pad(probs, (0, n_k - probs.shape[-1]))[:, :, None, :])[:, :, 0]
         p_suffix = pattern[..., p0:p0 + a + 1]
         z = torch.einsum("rhd,hde->rhe", torch.einsum("rht,rtd->rhd", p_suffix, seen), attn.W_V)
-        z = z + p_suffix.sum(-1, keepdim=True) * attn.b_V
+        if attn.b_V is not None:
+            z = z + p_suffix.sum(-1, keepdim=True) * attn.b_V
         if p0:
-            v_pre = self.base[name + "hook_v"][:, :p0].repeat(n_var, 1, 1, 1)
-            z = z + torch.einsum("rht,rthe->rhe", pattern[..., :p0], v_pre)
+            z = z + torch.einsum("rht,rthe->rhe", pattern[..., :p0],
+                                 self._prefix(layer, "v", p0, n_var))
         return z[:, None]
 
     def _base_z(self, layer: int, n_rows: int, first: int, length: int | None = None):
@@ -320,11 +414,12 @@ class SuffixForward:
         name = f"blocks.{layer}."
         if not n_computed:
             z = None
-        elif any(name + kind in at_answer for kind in ("attn.hook_k", "attn.hook_v")):
+        elif not self._pool_keys or any(name + kind in at_answer
+                                        for kind in ("attn.hook_k", "attn.hook_v")):
             k, v = self._keys_values(layer, h, p0, patched)
             z = self._z(layer, h[:, a:a + 1], k, v, p0 + a, at_answer)
         else:
             z = self._answer_z(layer, h, p0, a, at_answer)
-        x_a = self._attn_out(layer, z, base_z, at_answer, x[:, a:a + 1])
-        x_a = at_answer(name + "hook_resid_mid", x_a)
-        return self._mlp(layer, x_a, at_answer)
+        x_a = x[:, a:a + 1]
+        return self._block_rest(layer, x_a, self._attn_out(layer, z, base_z, at_answer, x_a),
+                                at_answer)

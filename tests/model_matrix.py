@@ -84,13 +84,25 @@ CORE = ("gpt2", "gpt_neo", "gpt_neox", "gptj", "opt", "bloom", "llama", "mistral
 EXTRA = tuple(f for f in FAMILIES if f not in CORE)
 
 
+# 12-layer, d_model 768 shapes for the speed benchmarks (bench/bench_patching.py --arch).
+BENCH_SHAPES = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024),
+    "gpt_neox": dict(num_hidden_layers=12, num_attention_heads=12, hidden_size=768,
+                     intermediate_size=3072, max_position_embeddings=2048, rotary_pct=0.25),
+    "llama": dict(num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4,
+                  hidden_size=768, intermediate_size=2048, max_position_embeddings=2048),
+}
+
+
 def make_family_folder(family: str, folder: Path, seed: int = 0, scale: float = 4.0,
-                       tokenizer_dir: Path | None = None) -> Path:
-    """Write a random ``family`` model (config, model.safetensors, tokenizer) into ``folder``."""
+                       tokenizer_dir: Path | None = None, config: dict | None = None) -> Path:
+    """Write a random ``family`` model (config, model.safetensors, tokenizer) into ``folder``;
+    ``config`` overrides the family's test-sized settings."""
     import torch
     import transformers
 
     cls_name, kwargs, _ = FAMILIES[family]
+    kwargs = {**kwargs, **(config or {})}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if tokenizer_dir is None:

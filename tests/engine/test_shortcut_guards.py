@@ -89,3 +89,17 @@ def test_without_sabotage_the_shortcuts_are_used(fresh):
     res = run_sweep(fresh, SweepRequest(PAIRS["two_pairs"], "head_out"), Context())
     assert "patched layer on" in res.path and "full hooked forward" not in res.path
     _exact(fresh, "head_out", "two_pairs", res)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama", "gemma", "qwen2", "phi",
+                                    "falcon", "stablelm"])
+def test_the_fast_forward_covers_the_common_block_forms(family_host, family):
+    """Rotary (full and partial), grouped- and multi-query attention, gated MLPs and parallel
+    blocks all run through the hand-written forward (and pass its check with patches); prompts
+    that differ at their first token (no BOS: position 0) still use it over every position."""
+    host = family_host(family)
+    res = run_sweep(host, SweepRequest(PAIRS["middle"], "head_out"), Context())
+    assert "prefix keys and values cached" in res.path, res.path
+    res = run_sweep(host, SweepRequest(PAIRS["first"], "head_out"), Context())
+    fast = "prefix keys" if host.info.default_prepend_bos else "fused dense layers"
+    assert fast in res.path and "full hooked" not in res.path, res.path
