@@ -194,6 +194,90 @@ def memory_child(folder: str, device: str) -> None:
     print("MEMORY " + json.dumps(out))
 
 
+def gemm_rate(d_model: int, d_mlp: int, rows: int = 4096, repeats: int = 15) -> float:
+    """GFLOP/s of the engine's dense layers on a sweep's shapes on this machine (lower quartile
+    of ``repeats``): the MLP's two products with ``rows`` variant-positions, packed weights."""
+    from engine.dense import linear, pack
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, d_model, generator=g)
+    w_in = torch.randn(d_model, d_mlp, generator=g) / d_model ** 0.5
+    w_out = torch.randn(d_mlp, d_model, generator=g) / d_mlp ** 0.5
+    owner = torch.nn.Module()
+    a, b = pack(owner, "in", (w_in,), lambda: w_in.t()), pack(owner, "out", (w_out,),
+                                                            lambda: w_out.t())
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            linear(linear(x, a, None, "gelu_new"), b, None)
+            times.append(time.perf_counter() - t0)
+    times = sorted(times[1:])
+    return 2 * 2 * rows * d_model * d_mlp / times[len(times) // 4] / 1e9
+
+
+def long_child(folder: str, n_tokens: int, device: str, tl_forwards: int) -> None:
+    """In a fresh process (its peak memory is this row's): the head sweep at ``n_tokens`` with
+    prompts that differ at their first token, its matrix-product FLOPs and their time at this
+    machine's GEMM rate (the bound), peak memory over one plain forward, and TransformerLens's
+    per-forward time. Prints one JSON line."""
+    from transformer_lens import patching as tlp
+
+    from engine.dense import counting
+
+    host = load_host(ModelSpec("folder", folder, device))
+    pair = pair_of_length(host, n_tokens, "first")
+    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731 (MiB)
+    pb = prepare_pairs(host, (pair,))
+    model = host.model
+    with torch.inference_mode():
+        model(pb.corrupted)
+    plain_peak = rss()
+    request = SweepRequest((pair,), "head_out")
+    run_sweep(host, SweepRequest((pair,), "head_out", only=(0,)), Context())  # checks, packing
+    with counting() as flops:
+        t0 = time.perf_counter()
+        ours = run_sweep(host, request, Context())
+        t_ours = time.perf_counter() - t0
+    peak = rss()
+    from engine.dense import _packs
+
+    packed = sum(t.numel() * t.element_size() for _sig, t in _packs.get(model, {}).values())
+    info = host.info
+    rate = gemm_rate(info.d_model, info.d_mlp)
+    out = {"tokens": n_tokens, "ours_s": round(t_ours, 2), "chunk": ours.chunk_size,
+           "gflop_dense": round(flops.dense / 1e9, 1),
+           "gflop_attention": round(flops.attention / 1e9, 1), "gemm_gflops": round(rate, 1),
+           "bound_s": round(flops.total / rate / 1e9, 2),
+           "peak_over_plain_forward_mib": round(peak - plain_peak, 1),
+           "packed_weights_mib": round(packed / 2**20, 1), "path": ours.path}
+    metric = Metric("logit_diff_norm", pb)
+    rows = torch.arange(1)
+    with torch.inference_mode():
+        clean_logits, clean_cache = model.run_with_cache(pb.clean)
+        corr_logits = model(pb.corrupted)
+        metric.set_baselines(clean_logits[rows, pb.positions], corr_logits[rows, pb.positions])
+        hook = ("blocks.6.attn.hook_z", lambda z, hook: z)
+        model.run_with_hooks(pb.corrupted, fwd_hooks=[hook])
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            model.run_with_hooks(pb.corrupted, fwd_hooks=[hook])
+            times.append(time.perf_counter() - t0)
+        per = sorted(times)[1]
+        cells = info.n_layers * info.n_heads
+        out["tl_per_forward_s"] = round(per, 3)
+        if tl_forwards >= cells:  # TransformerLens's own sweep, in full
+            t0 = time.perf_counter()
+            ref = tlp.get_act_patch_attn_head_out_all_pos(model, pb.corrupted, clean_cache,
+                                                          metric.full_logits_fn())
+            out["tl_s"] = round(time.perf_counter() - t0, 2)
+            out["max_diff"] = float((torch.as_tensor(ours.values) - ref).abs().max())
+        else:
+            out["tl_s_estimated"] = round(per * cells, 1)
+    print("LONG " + json.dumps(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
@@ -210,10 +294,21 @@ def main() -> None:
     ap.add_argument("--where", default="last,middle,first",
                     help="where the prompts differ: any of last, middle, first")
     ap.add_argument("--tokens", type=int, default=20)
+    ap.add_argument("--long", default="",
+                    help="comma-separated prompt lengths (e.g. 128,512,1024): the 12-layer GPT-2 "
+                         "head sweep there, prompts differing at the first token, with its FLOP "
+                         "bound and peak memory (one child process each)")
+    ap.add_argument("--long-tl-forwards", type=int, default=144,
+                    help="run TransformerLens's sweep in full up to this many forwards, else "
+                         "estimate it from its per-forward time")
+    ap.add_argument("--long-child", default="")
     ap.add_argument("--memory-child", default="")
     args = ap.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.device)
+        return
+    if args.long_child:
+        long_child(args.long_child, args.tokens, args.device, args.long_tl_forwards)
         return
     from tests.model_fixtures import make_gpt2_folder
 
@@ -244,6 +339,30 @@ def main() -> None:
             folder = make_family_folder(arch, tmp / arch, config=BENCH_SHAPES[arch], scale=1.0)
         bench_model(load_host(ModelSpec("folder", str(folder), args.device)),
                     names[arch], args.tokens, args.skip_long, args.tl_block_max_forwards)
+    if args.long:
+        folder = big or make_gpt2_folder(tmp / "gpt2_12L", 12, 12, 768, 1024, 0)
+        print("\n== long prompts: 12-layer GPT-2 head sweep, prompts differing at the first "
+              "token; bound = matrix-product FLOPs / this machine's GEMM rate ==")
+        for n in [int(x) for x in args.long.split(",")]:
+            res = subprocess.run([sys.executable, __file__, "--long-child", str(folder),
+                                  "--tokens", str(n), "--device", args.device,
+                                  "--long-tl-forwards", str(args.long_tl_forwards)],
+                                 capture_output=True, text=True)
+            line = [x for x in res.stdout.splitlines() if x.startswith("LONG ")]
+            if not line:
+                print(res.stdout[-2000:] + res.stderr[-3000:])
+                continue
+            row = json.loads(line[0][5:])
+            tl = row.get("tl_s", row.get("tl_s_estimated"))
+            est = "" if "tl_s" in row else " (estimated from its per-forward time)"
+            print(f"{n:>5} tokens: ours {row['ours_s']:.1f}s, bound {row['bound_s']:.1f}s "
+                  f"({row['gflop_dense']:.0f} GFLOP dense + {row['gflop_attention']:.0f} attention "
+                  f"at {row['gemm_gflops']:.0f} GFLOP/s) = {row['ours_s'] / row['bound_s']:.2f}x "
+                  f"the bound; TL {tl:.1f}s{est} = {tl / row['ours_s']:.1f}x; "
+                  f"{row['chunk']} variants per forward; peak +{row['peak_over_plain_forward_mib']:.0f} "
+                  f"MiB over a plain forward, of which {row['packed_weights_mib']:.0f} MiB packed "
+                  f"weights" + (f"; max|diff| {row['max_diff']:.1e}"
+                                                 if "max_diff" in row else ""))
     if args.memory and big is not None:
         res = subprocess.run([sys.executable, __file__, "--memory-child", str(big),
                               "--device", args.device], capture_output=True, text=True)

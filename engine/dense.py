@@ -38,6 +38,39 @@ NO_ACT = (("none", ""), lambda x: x)
 PACK_BUDGET_BYTES = 1 << 30
 
 _onednn_ok: bool | None = None  # probed on first use
+
+
+class FlopCount:
+    """Multiply-add FLOPs of the dense layers (and, counted by their callers, attention) while a
+    ``with counting() as c:`` block runs: the benches compare a sweep's time with the time its
+    matrix products need at the machine's measured rate."""
+
+    def __init__(self) -> None:
+        self.dense = 0
+        self.attention = 0
+
+    @property
+    def total(self) -> int:
+        return self.dense + self.attention
+
+
+_count: FlopCount | None = None
+
+
+class counting:  # noqa: N801 - used as a context manager, like torch's own
+    def __enter__(self) -> FlopCount:
+        global _count
+        _count = FlopCount()
+        return _count
+
+    def __exit__(self, *exc) -> None:
+        global _count
+        _count = None
+
+
+def count_attention(flops: int) -> None:
+    if _count is not None:
+        _count.attention += int(flops)
 _packs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # owner -> {key: (source signature, packed)}
 
 
@@ -113,6 +146,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     [in, out] matrix is fine) or from ``pack``; ``act_fn`` a key of ``ACTS`` or None."""
     if act_fn and residual is not None:
         raise ValueError("linear: an activation and a residual cannot be fused together")
+    if _count is not None:
+        _count.dense += 2 * x.shape[0] * x.shape[1] * weight.shape[0]
     (attr, alg), act = ACTS[act_fn] if act_fn else NO_ACT
     if _onednn(x, weight):
         x = x.contiguous()

@@ -152,13 +152,18 @@ class PatchRunner:
     def act_size(self, name: str, dim: int) -> int:
         return int(self.base[name].shape[1 + dim])
 
-    def chunk_size(self, budget_mb: int, max_tokens: int) -> int:
-        """Variants per forward so one chunk's activations stay within the memory budget."""
+    def chunk_size(self, budget_mb: int, max_tokens: int, patterns: bool = True) -> int:
+        """Variants per forward so one chunk's activations stay within the memory budget.
+        ``patterns``: whether a layer's attention patterns exist as tensors (the bridge's blocks,
+        or a patched pattern); the suffix forward's fused attention keeps them inside the
+        kernel, and then the activations alone bound the chunk."""
         cfg = self.model.cfg
         t, b = self.n_pos, self.n_pairs
         el = torch.finfo(self.base_final.dtype).bits // 8
         d_mlp = int(getattr(cfg, "d_mlp", 0) or 4 * cfg.d_model)
-        per_variant = el * b * (t * (16 * cfg.d_model + 3 * d_mlp) + 8 * cfg.n_heads * t * t)
+        per_token = 16 * cfg.d_model + 3 * d_mlp
+        square = 8 * cfg.n_heads * t * t if patterns or self.suffix is None else 0
+        per_variant = el * b * (t * per_token + square)
         by_memory = int(budget_mb * 2**20 // max(per_variant, 1))
         by_tokens = max_tokens // max(b * t, 1)
         return max(1, min(by_memory, by_tokens, 1024))

@@ -260,9 +260,10 @@ def run_sweep(host, request: SweepRequest, ctx: JobContext) -> SweepResult:
     pairs = prepare_pairs(host, request.pairs, request.prepend_bos)
     metric = Metric(request.metric, pairs)
     names = {SWEEPS[part][0].format(layer) for part in parts for layer in range(host.info.n_layers)}
-    if pairs.clean.numel() <= 512:  # short prompts: cache what the other sweeps need too
+    if pairs.clean.numel() <= 256:  # short prompts: cache what the other sweeps need too
         names |= {SWEEPS[part][0].format(layer) for part in SWEEPS
-                  if host.caps.has(SWEEP_COMPONENT[part]) for layer in range(host.info.n_layers)}
+                  if host.caps.has(SWEEP_COMPONENT[part]) and SWEEP_COMPONENT[part] != "pattern"
+                  for layer in range(host.info.n_layers)}
     runner = _runner(host, request, pairs, metric, names, ctx)
     metric = runner.metric
     # Each part keeps its own shape (a grouped-query model's k and v have fewer heads); in a
@@ -291,7 +292,8 @@ def run_sweep(host, request: SweepRequest, ctx: JobContext) -> SweepResult:
         labels["kv_groups"] = tuple(tuple(range(g * group, (g + 1) * group))
                                     for g in range(info.n_key_value_heads))
     values = np.full(int(np.prod(shape)), np.nan, dtype=np.float32)
-    chunk = runner.chunk_size(request.memory_budget_mb, request.max_tokens_per_chunk)
+    chunk = runner.chunk_size(request.memory_budget_mb, request.max_tokens_per_chunk,
+                              patterns=any(SWEEP_COMPONENT[p] == "pattern" for p in parts))
     clean_v, corr_v = metric.baseline_values()
 
     def result(done: int, complete: bool) -> SweepResult:

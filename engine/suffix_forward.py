@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.block_form import Unsupported, describe, rotate
-from engine.dense import linear, pack
+from engine.dense import count_attention, linear, pack
 
 # hook name suffix -> axis of the query position in the activation (after the batch axis)
 POS_AXIS = {
@@ -325,6 +325,9 @@ class SuffixForward:
         q = patched(name + "hook_q", q.reshape(h_q.shape[0], h_q.shape[1], *w["q_heads"]))
         q = self._rotary(layer, q, first_q)
         n_q, n_k = q.shape[1], k.shape[1]
+        # q·k and pattern·v over the keys each query sees (causal)
+        count_attention(4 * q.shape[0] * q.shape[2] * q.shape[3]
+                        * (n_q * first_q + n_q * (n_q + 1) // 2))
         future = torch.ones(n_q, n_k, dtype=torch.bool, device=h_q.device).triu(first_q + 1)
         group = self.form.group
         if name + "hook_pattern" not in patched:  # the fused kernel; the pattern stays inside
