@@ -70,6 +70,9 @@ class MainWindow(QMainWindow):
             self.docks["attentionDock"].raise_()  # the first thing a researcher looks at
         self._default_state = self.saveState(layout_state.LAYOUT_VERSION)
         self._build_menus()
+        from app.lesson_dock import install as install_lessons
+
+        install_lessons(self)  # Help > Lessons, Help > Example sessions
         self.prompt_editor.sig_run.connect(self._run_prompt)
         self.controller.error.connect(self.errors.show)
         self.controller.model_loaded.connect(self._model_loaded)
