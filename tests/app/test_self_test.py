@@ -1,4 +1,5 @@
-"""--self-test, --version, --screenshot's isolation, and sessions opened by the OS (macOS)."""
+"""--self-test, --version, and sessions opened by the OS (macOS). --screenshot's isolation is
+checked in test_cli.py."""
 
 from __future__ import annotations
 
@@ -52,20 +53,6 @@ def test_version(tmp_path):
                           env=_clean_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
     assert proc.stdout.startswith("Lensbench 0.1.0 (torch ") and "PySide6" in proc.stdout
-
-
-def test_screenshot_writes_no_autosave_or_layout(tmp_path, tiny_gpt2_dir):
-    env = _clean_env(tmp_path / "home")
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "cfg"), XDG_DATA_HOME=str(tmp_path / "data"))
-    out = tmp_path / "shot.png"
-    proc = subprocess.run(
-        [sys.executable, "-m", "app", "--model", str(tiny_gpt2_dir), "--device", "cpu",
-         "--prompt", "The cat sat", "--screenshot", str(out), "--size", "900x600"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert out.stat().st_size > 1000
-    assert not (tmp_path / "cfg" / "Lensbench").exists()  # no layout saved
-    assert not (tmp_path / "data" / "Lensbench").exists()  # no autosave written
 
 
 def test_a_session_opened_by_the_os_opens_in_the_window(qtbot, qapp, window, tmp_path):
