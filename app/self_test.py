@@ -245,7 +245,7 @@ def run_checks(window, tmp: Path) -> list[str]:
     _check_session(window, tmp)
     done.append("session")
 
-    _check_lessons()
+    _check_lessons(window)
     done.append("lessons")
     return done
 
@@ -266,17 +266,19 @@ def _check_session(window, tmp: Path) -> None:
     window.controller.cancel_all()
 
 
-def _check_lessons() -> None:
-    try:
-        from app.lesson_catalog import load_lessons
-    except ImportError:
-        return
+def _check_lessons(window) -> None:
+    """Every lesson file and its session read; the Lessons panel has them all."""
+    from app.lesson_catalog import load_lessons
     from app.session_io import load_session
 
     lessons = load_lessons()
     expect(len(lessons) >= 4, f"lessons: {len(lessons)} found, expected at least 4")
     for lesson in lessons:
         load_session(lesson.session_path)
+    panel = window.lessons
+    expect(not panel.load_error and panel.widget.picker.count() == len(lessons),
+           f"lessons: the Lessons panel lists {panel.widget.picker.count()} "
+           f"({panel.load_error or 'no error'})")
 
 
 def run_self_test() -> int:
