@@ -130,6 +130,28 @@ def test_install_here_registers_in_place(tmp_path):
     assert not (home / ".local" / "opt").exists()
 
 
+def _exec_program(value: str) -> str:
+    """The program path of an Exec value, unescaped as the Desktop Entry spec says."""
+    import re
+
+    value = re.sub(r"\\(.)", lambda m: {"s": " ", "n": "\n", "t": "\t", "r": "\r"}.get(
+        m.group(1), m.group(1)), value)  # string level
+    assert value.startswith('"') and value.endswith('" %f'), value
+    inner = value[1:-len('" %f')]
+    return re.sub(r"\\([\"`$\\])", r"\1", inner).replace("%%", "%")
+
+
+def test_install_quotes_any_path_in_the_desktop_entry(tmp_path):
+    home = tmp_path / "home"
+    bundle = _fake_bundle(tmp_path / 'R&D "lab" 100% $HOME \\ |x' / "Lensbench")
+    env = dict(os.environ, HOME=str(home), XDG_DATA_HOME=str(home / "share"))
+    subprocess.run(["sh", str(bundle / "install.sh"), "--here"], env=env, check=True,
+                   capture_output=True)
+    entry = _desktop_entry(home / "share" / "applications" / "lensbench.desktop")
+    assert _exec_program(entry["Exec"]) == f"{bundle}/lensbench"
+    assert entry["TryExec"] == f"{bundle}/lensbench"
+
+
 def test_install_refuses_outside_a_bundle(tmp_path):
     shutil.copy(LINUX / "install.sh", tmp_path / "install.sh")
     proc = subprocess.run(["sh", str(tmp_path / "install.sh")], capture_output=True, text=True,

@@ -42,12 +42,16 @@ elif [ "$target" != "$here" ]; then
 fi
 
 exe=$target/lensbench
-# Desktop entry Exec values quote arguments containing spaces; \ " ` $ are escaped inside quotes.
-quoted=$(printf '%s' "$exe" | sed -e 's/[\\"`$]/\\&/g')
+# The Exec value (Desktop Entry spec): the path in double quotes with \ " ` $ escaped, % doubled,
+# then every backslash escaped again (string level); finally escaped for sed's replacement.
+quoted=$(printf '%s' "$exe" | sed -e 's/[\\"`$]/\\&/g' -e 's/%/%%/g' -e 's/\\/\\\\/g')
+sed_repl() { printf '%s' "$1" | sed -e 's/[\\&|]/\\&/g'; }
+exec_value=$(sed_repl "\"$quoted\" %f")
+tryexec_value=$(sed_repl "$exe")
 
 mkdir -p "$data/applications" "$data/mime/packages" "$data/icons/hicolor/scalable/apps" \
          "$data/icons/hicolor/256x256/apps" "$bindir"
-sed -e "s|^Exec=.*|Exec=\"$quoted\" %f|" -e "s|^TryExec=.*|TryExec=$exe|" \
+sed -e "s|^Exec=.*|Exec=$exec_value|" -e "s|^TryExec=.*|TryExec=$tryexec_value|" \
     "$target/share/lensbench.desktop" > "$data/applications/lensbench.desktop"
 cp "$target/share/lensbench-mime.xml" "$data/mime/packages/lensbench.xml"
 cp "$target/share/lensbench.svg" "$data/icons/hicolor/scalable/apps/lensbench.svg"
