@@ -35,6 +35,7 @@ class Controller(QObject):
     job_started = Signal(str)  # channel
     job_done = Signal(str)  # channel (finished, failed or cancelled)
     error = Signal(str, object)  # channel, ErrorInfo not handled by the submitter
+    job_result = Signal(str, object)  # channel, a result just delivered (lesson checks read it)
     model_loaded = Signal(object)  # ModelInfo
     model_loading = Signal(object)  # ModelSpec
     prompt_run = Signal(str, bool)  # prompt, truncate: every panel recomputes for this prompt
@@ -154,8 +155,10 @@ class Controller(QObject):
             self.model_info = result
             self.model_loaded.emit(result)
         self._retire(job_id)
-        if job is not None and handlers and handlers.on_result and not job.ctx.cancelled:
-            handlers.on_result(result)
+        if job is not None and not job.ctx.cancelled:
+            if handlers and handlers.on_result:
+                handlers.on_result(result)
+            self.job_result.emit(job.channel, result)
 
     def _on_failed(self, job_id: int, info: ErrorInfo) -> None:
         job, handlers = self._current(job_id), self._handlers.get(job_id)

@@ -1,7 +1,8 @@
 """Command line: ``lensbench [--model NAME_OR_PATH] [--device D] [--prompt TEXT] [SESSION_FILE]``.
 
 ``--screenshot PATH`` starts the app, runs the prompt, saves a PNG of the window and exits; the
-README images and GUI tests use it.
+README images and GUI tests use it. It never writes the autosave or the saved layout.
+``--self-test`` checks an installation (app/self_test.py); ``--version`` prints the versions.
 """
 
 from __future__ import annotations
@@ -24,22 +25,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompt", help="prompt to run at start")
     p.add_argument("--screenshot", metavar="PATH", help="run the prompt, save a PNG, and exit")
     p.add_argument("--size", default="1400x900", help="window size for --screenshot (WxH)")
+    p.add_argument("--self-test", action="store_true",
+                   help="check this installation offscreen (bundled model, every panel's "
+                        "analysis, sessions) without touching your settings; exit 0 if it works")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.version:
+        from app.version import version_text
+
+        print(version_text())
+        return 0
+    if args.self_test:
+        from app.self_test import run_self_test
+
+        return run_self_test()
     if args.screenshot and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("Lensbench")
-    app.setOrganizationName("Lensbench")
+    from app.desktop import FileOpenFilter, set_identity
+
+    set_identity(app)
+    file_opener = FileOpenFilter(app)  # macOS: sessions double-clicked in Finder
     from app.main_window import MainWindow
     from engine.model_sources import ModelSpec
 
-    window = MainWindow(restore_layout=not args.screenshot)
+    window = MainWindow(restore_layout=not args.screenshot, persist=not args.screenshot)
+    file_opener.set_window(window)
     if args.screenshot:
         w, h = (int(x) for x in args.size.lower().split("x"))
         window.resize(w, h)

@@ -18,8 +18,11 @@ from widgets.prompt_editor import PromptEditor
 class MainWindow(QMainWindow):
     sig_closed = Signal()
 
-    def __init__(self, controller: Controller | None = None, restore_layout: bool = True) -> None:
+    def __init__(self, controller: Controller | None = None, restore_layout: bool = True,
+                 persist: bool = True) -> None:
         super().__init__()
+        # persist=False (--screenshot, --self-test): never write the autosave or the layout.
+        self.persist = persist
         self.setWindowTitle("Lensbench")
         self.setObjectName("MainWindow")
         self.resize(1400, 900)
@@ -67,6 +70,9 @@ class MainWindow(QMainWindow):
             self.docks["attentionDock"].raise_()  # the first thing a researcher looks at
         self._default_state = self.saveState(layout_state.LAYOUT_VERSION)
         self._build_menus()
+        from app.lesson_dock import install as install_lessons
+
+        install_lessons(self)  # Help > Lessons, Help > Example sessions
         self.prompt_editor.sig_run.connect(self._run_prompt)
         self.controller.error.connect(self.errors.show)
         self.controller.model_loaded.connect(self._model_loaded)
@@ -76,6 +82,8 @@ class MainWindow(QMainWindow):
         from app.autosave import Autosaver
 
         self.autosaver = Autosaver(self)
+        if not persist:
+            self.autosaver.timer.stop()
 
     # -- menus --------------------------------------------------------------------------------
     def _build_menus(self) -> None:
@@ -156,8 +164,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("There is no autosaved session.", 4000)
 
     def closeEvent(self, event) -> None:
-        self.autosaver.save_now()
-        layout_state.save_layout(self)
+        if self.persist:
+            self.autosaver.save_now()
+            layout_state.save_layout(self)
         self.controller.shutdown()
         self.sig_closed.emit()
         super().closeEvent(event)

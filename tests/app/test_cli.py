@@ -19,7 +19,8 @@ def test_parse_args():
 
 def test_screenshot_mode_runs_and_exits(tmp_path, tiny_gpt2_dir):
     out = tmp_path / "shot.png"
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(tmp_path / "cfg"),
+               XDG_DATA_HOME=str(tmp_path / "data"))
     proc = subprocess.run(
         [sys.executable, "-m", "app", "--model", str(tiny_gpt2_dir), "--device", "cpu",
          "--prompt", "The cat sat on the mat", "--screenshot", str(out), "--size", "1000x700"],
@@ -29,3 +30,6 @@ def test_screenshot_mode_runs_and_exits(tmp_path, tiny_gpt2_dir):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1000, 700)
+    # a screenshot run leaves the user's layout and autosave alone
+    assert not (tmp_path / "cfg" / "Lensbench").exists()
+    assert not (tmp_path / "data" / "Lensbench").exists()
