@@ -41,6 +41,7 @@ class JobStatusBar(QStatusBar):
         self.model_label.setText(info.summary())
         self.model_label.setToolTip(
             f"{info.name} ({info.architecture}) from {info.folder}\n"
+            f"{info.n_params:,} parameters (as in the checkpoint; tied weights counted once)\n"
             f"{info.n_layers} layers, {info.n_heads} heads, d_model {info.d_model}, "
             f"context {info.n_ctx}, vocab {info.d_vocab}\n"
             f"Loaded in {info.load_seconds:.1f} s on {info.device} ({info.dtype})")

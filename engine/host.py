@@ -19,6 +19,7 @@ from engine.devices import DTYPES, memory_used, pick_device, supported_dtypes
 from engine.errors import LensbenchError, ModelLoadError
 from engine.jobs import Context, JobContext
 from engine.model_sources import ModelSpec, resolve_folder
+from engine.param_count import checkpoint_parameter_count, format_count
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class ModelInfo:
     def summary(self) -> str:
         mem = f", {self.memory_bytes / 2**20:.0f} MiB" if self.memory_bytes else ""
         return (f"{self.name} · {self.n_layers}L×{self.n_heads}H d={self.d_model} · "
-                f"{self.n_params / 1e6:.1f}M params · {self.device} {self.dtype}{mem}")
+                f"{format_count(self.n_params)} params · {self.device} {self.dtype}{mem}")
 
 
 class ModelHost:
@@ -127,6 +128,7 @@ def _load_host(spec: ModelSpec, ctx: JobContext | None) -> ModelHost:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = TransformerBridge.boot_transformers(str(folder), **kwargs)
+            n_checkpoint = checkpoint_parameter_count(model.original_model.config, folder)
             ctx.check_cancelled()
             ctx.progress(0.92, "Processing weights (TransformerLens compatibility mode)…")
             model.enable_compatibility_mode(disable_warnings=True)
@@ -144,6 +146,7 @@ def _load_host(spec: ModelSpec, ctx: JobContext | None) -> ModelHost:
     caps = probe(model)
     cfg = model.cfg
     n_params, n_bytes = _param_bytes(model)
+    n_params = n_checkpoint or n_params
     n_kv = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
     info = ModelInfo(
         name=spec.display_name,

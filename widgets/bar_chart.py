@@ -16,6 +16,8 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QFontMetrics
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from widgets.axes import tidy_plot
+
 POSITIVE = QColor(49, 110, 180)
 NEGATIVE = QColor(200, 60, 50)
 HIGHLIGHT = QColor(255, 170, 0)
@@ -81,7 +83,9 @@ class BarChart(QWidget):
             ax = self.plot.getAxis(name)
             ax.setPen(pg.mkPen("#444"))
             ax.setTextPen(pg.mkPen("#222"))
-            ax.enableAutoSIPrefix(False)  # logits are plain numbers; "(x0.001)" only confuses
+        tidy_plot(self.plot)  # logits are plain numbers; "(x0.001)" or "-0.000" only confuse
+        self.value_axis = self.plot.getAxis("left" if self.vertical else "bottom")
+        self.value_axis.setStyle(showValues=False)  # no numbers until there is data
         if not self.vertical:
             self.plot.invertY(True)  # first category on top, like a list
         self.zero = pg.InfiniteLine(0, angle=0 if self.vertical else 90, pen=pg.mkPen("#888"))
@@ -149,6 +153,7 @@ class BarChart(QWidget):
         pens = [pg.mkPen(HIGHLIGHT, width=3) if i == self.highlighted else pg.mkPen(None)
                 for i in range(n)]
         width = 0.7
+        self.value_axis.setStyle(showValues=n > 0)
         if n == 0:
             self.hover_item.hide()
             self.hovered = -1

@@ -9,6 +9,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from widgets.axes import tidy_axis, tidy_plot
+
 DIVERGING = pg.ColorMap([0.0, 0.5, 1.0], [(33, 102, 172), (247, 247, 247), (178, 24, 43)])
 
 
@@ -31,7 +33,6 @@ class HeadHeatmap(QWidget):
         for name in ("left", "bottom"):
             self.plot.getAxis(name).setTextPen(pg.mkPen("#222"))
             self.plot.getAxis(name).setPen(pg.mkPen("#444"))
-            self.plot.getAxis(name).enableAutoSIPrefix(False)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.plot.addItem(self.image)
         self.colorbar = pg.ColorBarItem(values=(-1, 1), colorMap=DIVERGING, interactive=False,
@@ -40,7 +41,8 @@ class HeadHeatmap(QWidget):
         self.colorbar.setImageItem(self.image, insert_in=self.plot)
         self.colorbar.axis.setTextPen(pg.mkPen("#222"))
         self.colorbar.axis.setPen(pg.mkPen("#444"))
-        self.colorbar.axis.enableAutoSIPrefix(False)
+        tidy_plot(self.plot)
+        tidy_axis(self.colorbar.axis)
         self.outline = pg.PlotDataItem(pen=pg.mkPen((255, 170, 0), width=3))
         self.plot.addItem(self.outline)
         self.hover_line = QLabel(" ")

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from widgets.axes import tidy_axis, tidy_plot
 from widgets.token_strip import visible
 
 COLORMAPS = ("viridis", "inferno", "magma", "plasma", "cividis", "blues", "turbo", "CET-D1")
@@ -135,6 +136,7 @@ class HeatmapView(QWidget):
                                                                   "left": self.y_axis})
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
+        tidy_plot(self.plot)  # token axes: "(x0.001)" appeared after their labels when empty
         self.plot.setTitle(title, color="k")
         if x_label:
             self.plot.setLabel("bottom", x_label, color="k")
@@ -155,7 +157,8 @@ class HeatmapView(QWidget):
                                         interactive=False,
                                         width=14, pen="k", colorMapMenu=False)
         self.colorbar.setImageItem(self.image, insert_in=self.plot)
-        self.colorbar.getAxis("right").enableAutoSIPrefix(False)  # 0.8, not "800 (x0.001)"
+        tidy_axis(self.colorbar.getAxis("right"))  # 0.8, not "800 (x0.001)"; never "-0.00"
+        self.colorbar.getAxis("right").setStyle(showValues=False)  # no scale without data
         self.colorbar.getAxis("right").setPen(pg.mkPen("k"))
         self.colorbar.getAxis("right").setTextPen(pg.mkPen("k"))
         if colorbar_label:
@@ -204,6 +207,7 @@ class HeatmapView(QWidget):
         self.image.setImage(data, autoLevels=False, levels=(lo, hi))
         self.image.setRect(QRectF(0, 0, cols, rows))
         self.colorbar.setLevels((lo, hi))
+        self.colorbar.getAxis("right").setStyle(showValues=True)
         path = QPainterPath()
         for x, y, w, h in (cell_rects if cell_rects is not None else [(0, 0, cols, rows)]):
             path.addRect(QRectF(x, y, w, h))
@@ -225,6 +229,7 @@ class HeatmapView(QWidget):
     def clear(self) -> None:
         """Show nothing (no data, no labels, no overlays)."""
         self.image.clear()
+        self.colorbar.getAxis("right").setStyle(showValues=False)
         self._shape = (0, 0)
         self.background.setPath(QPainterPath())
         self.x_axis.set_labels([])

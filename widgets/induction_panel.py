@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from widgets.axes import tidy_plot
 from widgets.bar_chart import BarChart
 from widgets.heatmap import HeatmapView
 from widgets.token_strip import visible
@@ -230,6 +231,8 @@ class InductionPanel(QWidget):
             axis = self.loss_plot.getPlotItem().getAxis(name)
             axis.setPen(pg.mkPen("#444"))
             axis.setTextPen(pg.mkPen("#222"))
+        tidy_plot(self.loss_plot.getPlotItem())
+        self._loss_values_shown(False)
         self.loss_plot.addLegend(offset=(-10, 10), brush=pg.mkBrush(255, 255, 255, 225),
                                  pen=pg.mkPen("#bbb"), labelTextColor="#222")
         self.loss_plot.setToolTip("Loss predicting each token of the repeated sequence (mean over "
@@ -395,14 +398,13 @@ class InductionPanel(QWidget):
             self.heat.view.removeItem(t)
         self._titles = []
         self.table.setRowCount(0)
-        self.heat.set_image(np.full((1, 1), np.nan, np.float32), (0, 1), (1, 1))
-        self.heat.x_axis.set_labels([])
-        self.heat.y_axis.set_labels([])
+        self.heat.clear()
         self.heat.set_title("")
         self.painted = None
         self._canvas_shape = ()
-        self.canvas.set_image(np.full((1, 1), np.nan, np.float32), (0, 1), (1, 1))
+        self.canvas.clear()
         self.loss_plot.clear()
+        self._loss_values_shown(False)
         self.ablate_bars.clear()
         self.summary.setText("Scan to score every head on repeated random tokens.")
         self.ablate_summary.setText("Scan, choose a threshold, then ablate the marked heads.")
@@ -654,9 +656,14 @@ class InductionPanel(QWidget):
         n = len(self.marked_heads())
         self.threshold_label.setText(f"≥ {self.threshold_value():.2f}: {n} head{'s' * (n != 1)}")
 
+    def _loss_values_shown(self, shown: bool) -> None:
+        for name in ("left", "bottom"):
+            self.loss_plot.getPlotItem().getAxis(name).setStyle(showValues=shown)
+
     def _draw_loss(self) -> None:
         r = self._result
         self.loss_plot.clear()
+        self._loss_values_shown(r is not None)
         if r is None:
             return
         loss = np.asarray(r.loss_per_position, np.float64)

@@ -15,10 +15,13 @@ from engine.model_sources import ModelSpec
 from tests.model_fixtures import make_fake_hf_cache
 
 
-def test_folder_load_reports_shape_and_params(tiny_host):
+def test_folder_load_reports_shape_and_params(tiny_host, tiny_gpt2_dir):
+    from transformers import GPT2LMHeadModel
+
     info = tiny_host.info
     assert (info.n_layers, info.n_heads, info.d_model, info.n_ctx) == (2, 4, 64, 64)
-    expected = sum(p.numel() for p in tiny_host.model.parameters())
+    # The checkpoint's count (tied W_U once, fused QKV once), not the bridge's processed copies.
+    expected = GPT2LMHeadModel.from_pretrained(str(tiny_gpt2_dir)).num_parameters()
     assert info.n_params == expected > 0
     assert info.device == "cpu" and info.dtype == "float32"
     assert info.load_seconds > 0 and info.memory_bytes > 0
