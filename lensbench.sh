@@ -14,7 +14,9 @@ setup() {
     echo "lensbench: creating $VENV (first run only)…"
     "$PY" -m venv "$VENV"
   fi
-  if ! "$VENV/bin/python" -c "import torch, transformer_lens, PySide6, pyqtgraph, pytest, pytestqt" 2>/dev/null \
+  # Installed? find_spec locates the packages without importing them (importing torch and
+  # TransformerLens alone takes seconds, and the app imports them again anyway).
+  if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('torch', 'transformer_lens', 'PySide6', 'pyqtgraph', 'pytest', 'pytestqt')))" 2>/dev/null \
      || [ pyproject.toml -nt "$VENV/.lensbench-installed" ]; then
     echo "lensbench: installing dependencies into $VENV…"
     "$VENV/bin/python" -m pip install -q --upgrade pip

@@ -38,6 +38,9 @@ class Controller(QObject):
     job_result = Signal(str, object)  # channel, a result just delivered (lesson checks read it)
     model_loaded = Signal(object)  # ModelInfo
     model_loading = Signal(object)  # ModelSpec
+    # A load failed (ErrorInfo). ``model_info`` says whether a previous model is still loaded;
+    # panels with no model then say why instead of waiting for one.
+    model_failed = Signal(object)
     prompt_run = Signal(str, bool)  # prompt, truncate: every panel recomputes for this prompt
     # Show attention on an explicit token sequence (e.g. the induction scanner's repeated random
     # tokens): token ids (list[int]), a label for the UI. The attention panel listens.
@@ -47,6 +50,7 @@ class Controller(QObject):
         super().__init__(parent)
         self.selection = Selection()
         self.model_info = None
+        self.load_error: ErrorInfo | None = None  # why the last load failed, while none is loaded
         self.last_prompt_result = None
         self._ids = itertools.count(1)
         self._jobs: dict[int, Job] = {}
@@ -120,6 +124,11 @@ class Controller(QObject):
         return bool(self._jobs)
 
     @property
+    def loading(self) -> bool:
+        """A model load is queued or running (analysis jobs should wait for it)."""
+        return any(job.kind == "load" and not job.ctx.cancelled for job in self._jobs.values())
+
+    @property
     def thread(self) -> QThread:
         return self._thread
 
@@ -153,6 +162,8 @@ class Controller(QObject):
             # The worker has swapped its host whatever the staleness: announce before retiring,
             # so "not busy" always means the new model is known to every panel.
             self.model_info = result
+            self.load_error = None
+            self.last_prompt_result = None  # the previous model's
             self.model_loaded.emit(result)
         self._retire(job_id)
         if job is not None and not job.ctx.cancelled:
@@ -162,11 +173,21 @@ class Controller(QObject):
 
     def _on_failed(self, job_id: int, info: ErrorInfo) -> None:
         job, handlers = self._current(job_id), self._handlers.get(job_id)
-        self._retire(job_id)
+        failed = self._jobs.get(job_id)
+
+        def announce() -> None:  # after the job is gone (not "loading"), before "not busy"
+            if failed is not None and failed.kind == "load":
+                if self.model_info is None:
+                    self.load_error = info
+                self.model_failed.emit(info)
+
+        self._retire(job_id, announce)
         if job is None:
             return
         if handlers and handlers.on_error and handlers.on_error(info):
             return
+        if info.kind == "no_model":
+            return  # a consequence of a failed load, which has been reported; never hide it
         self.error.emit(job.channel, info)
 
     def _on_cancelled(self, job_id: int) -> None:
@@ -175,9 +196,11 @@ class Controller(QObject):
         if job is not None and handlers and handlers.on_cancel:
             handlers.on_cancel()
 
-    def _retire(self, job_id: int) -> None:
+    def _retire(self, job_id: int, announce: Callable[[], None] | None = None) -> None:
         job = self._jobs.pop(job_id, None)
         self._handlers.pop(job_id, None)
+        if announce is not None:
+            announce()
         if job is not None:
             self.job_done.emit(job.channel)
         if not self._jobs:

@@ -5,14 +5,22 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
+MAX_ALSO = 4
+
 
 class ErrorView:
-    """Keeps one non-modal QMessageBox and reuses it, so errors never pile up or block."""
+    """Keeps one non-modal QMessageBox and reuses it, so errors never pile up or block.
+
+    While the box is open, later errors are added under the first one ("Then: ...") instead of
+    replacing it: the first is usually the cause (a model that failed to load) and the rest its
+    consequences. Closing the box starts afresh.
+    """
 
     def __init__(self, parent) -> None:
         self.parent = parent
         self.box: QMessageBox | None = None
         self.history: list = []
+        self._shown: list = []  # (channel, info) in the open box, first = main text
 
     def show(self, channel: str, info) -> None:
         self.history.append((channel, info))
@@ -22,14 +30,23 @@ class ErrorView:
             self.box.setWindowModality(Qt.WindowModality.NonModal)
             self.box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.box.setStandardButtons(QMessageBox.StandardButton.Close)
-        icon = QMessageBox.Icon.Warning if info.kind in ("input", "model", "too_long") \
+        if not self.box.isVisible():
+            self._shown = []
+        if any(i.message == info.message for _c, i in self._shown):
+            self.box.raise_()
+            return
+        self._shown.append((channel, info))
+        first_channel, first = self._shown[0]
+        icon = QMessageBox.Icon.Warning if first.kind in ("input", "model", "too_long") \
             else QMessageBox.Icon.Critical
         self.box.setIcon(icon)
-        self.box.setWindowTitle("Lensbench: " + ("could not load the model" if info.kind == "model"
+        self.box.setWindowTitle("Lensbench: " + ("could not load the model" if first.kind == "model"
                                                  else "something went wrong"))
-        self.box.setText(info.message)
-        self.box.setInformativeText(info.hint)
-        self.box.setDetailedText(f"[{channel}] {info.type}: {info.message}\n\n{info.traceback}")
+        self.box.setText(first.message)
+        also = [f"Then: {i.message}" for _c, i in self._shown[1:1 + MAX_ALSO]]
+        self.box.setInformativeText("\n\n".join([first.hint, *also]).strip())
+        self.box.setDetailedText("\n\n".join(f"[{c}] {i.type}: {i.message}\n\n{i.traceback}"
+                                              for c, i in self._shown))
         self.box.show()
         self.box.raise_()
 

@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         w, h = (int(x) for x in args.size.lower().split("x"))
         window.resize(w, h)
     window.show()
+    window.prompt_editor.edit.setFocus()
+    # Drawn before the worker thread starts importing torch and TransformerLens (seconds).
+    app.processEvents()
     if args.session:
         from app.session_actions import open_path
 

@@ -40,6 +40,7 @@ class MainWindow(QMainWindow):
         self.setStatusBar(self.status)
         self.errors = ErrorView(self)
         self.bindings = []
+        self._pending_run: tuple[str, bool] | None = None  # asked for while a model loads
         self.docks: dict[str, QDockWidget] = {}
         first_in_area: dict = {}
         for binding_cls in PANELS:
@@ -55,6 +56,7 @@ class MainWindow(QMainWindow):
             scroll.setWidget(binding.widget)
             dock.setWidget(scroll)
             dock.setToolTip(binding.tooltip)
+            dock.visibilityChanged.connect(binding.set_on_screen)
             # By default each dock area is one tab group, so every panel gets the full width;
             # users drag tabs apart to see panels side by side.
             tab_with = self.docks.get(getattr(binding, "tab_with", "")) or first_in_area.get(
@@ -76,6 +78,7 @@ class MainWindow(QMainWindow):
         self.prompt_editor.sig_run.connect(self._run_prompt)
         self.controller.error.connect(self.errors.show)
         self.controller.model_loaded.connect(self._model_loaded)
+        self.controller.model_failed.connect(self._model_failed)
         self.controller.selection.prompt_changed.connect(self.prompt_editor.set_prompt)
         if restore_layout:
             layout_state.restore_layout(self)
@@ -144,13 +147,37 @@ class MainWindow(QMainWindow):
             self.prompt_editor.show_message("The prompt is empty. Type some text to run the "
                                             "model on.")
             return
-        if self.controller.model_info is None and not self.controller.busy:
-            self.prompt_editor.show_message("No model is loaded. Use Model > Load model….")
+        if self.controller.loading:
+            # Nothing runs behind a load: if it failed, every panel would wait for nothing.
+            self._pending_run = (prompt, truncate)
+            self.prompt_editor.show_message("The model is loading; the prompt runs as soon as it "
+                                            "is ready.", error=False)
+            return
+        if self.controller.model_info is None:
+            info = self.controller.load_error
+            reason = f": {info.message}" if info is not None else "."
+            self.prompt_editor.show_message(f"No model is loaded{reason} Use Model > Load "
+                                            "model… (Ctrl+L).")
             return
         self.controller.run_prompt(prompt, truncate)
 
     def _model_loaded(self, info) -> None:
+        """A new model: every panel has dropped the old one's results; run the prompt again."""
         self.setWindowTitle(f"Lensbench — {info.name}")
+        pending, self._pending_run = self._pending_run, None
+        prompt, truncate = pending or (self.controller.selection.prompt, False)
+        if prompt.strip():
+            self.prompt_editor.clear_message()
+            self.controller.run_prompt(prompt, truncate)
+
+    def _model_failed(self, info) -> None:
+        pending, self._pending_run = self._pending_run, None
+        if self.controller.model_info is None:
+            self.prompt_editor.show_message(f"No model is loaded: {info.message} Use Model > "
+                                            "Load model… (Ctrl+L).")
+        elif pending is not None:  # the previous model is still loaded: run it there
+            self.prompt_editor.clear_message()
+            self.controller.run_prompt(*pending)
 
     def _recover_autosave(self) -> None:
         from app.autosave import autosave_path

@@ -85,8 +85,8 @@ def open_path(window, path: str) -> bool:
                 b.restore_session_state(state)
     if spec != window.model_spec or window.controller.model_info is None:
         window.load_model(spec)
-    if prompt.strip():
-        window.controller.run_prompt(prompt)
+    if prompt.strip():  # after the load, if one was started (never queued behind it)
+        window._run_prompt(prompt, window.prompt_editor.top_k.value(), False)
     return True
 
 

@@ -2,20 +2,22 @@
 
 Jobs arrive through a queued signal, so they run in order on the worker thread. Everything that
 leaves this thread is plain data: results (numpy dataclasses), ErrorInfo records, floats, strings.
+
+This module imports neither torch nor TransformerLens: the first model load imports them on the
+worker thread (about 5 s), so the window is on screen, and responsive, while they load.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from PySide6.QtCore import QObject, Signal, Slot
 
-from engine.errors import ErrorInfo, is_out_of_memory
-from engine.host import ModelHost, load_host
+from engine.errors import ErrorInfo, NoModelError, is_out_of_memory
 from engine.jobs import Cancelled, Context
 
 
@@ -43,7 +45,7 @@ class Worker(QObject):
 
     def __init__(self) -> None:
         super().__init__()
-        self.host: ModelHost | None = None
+        self.host = None  # engine.host.ModelHost once a model is loaded
 
     @Slot(object)
     def run(self, job: Job) -> None:
@@ -56,12 +58,12 @@ class Worker(QObject):
                 self._load(job)
                 return
             if self.host is None:
-                from engine.errors import ModelLoadError
-
-                raise ModelLoadError("No model is loaded.", "Load a model first (Model menu).")
+                raise NoModelError()
             if job.grad:
                 result = job.fn(self.host, job.request, job.ctx)
             else:
+                import torch  # imported by the load that made self.host
+
                 with torch.inference_mode():
                     result = job.fn(self.host, job.request, job.ctx)
             job.ctx.check_cancelled()
@@ -74,6 +76,10 @@ class Worker(QObject):
             self.failed.emit(job.job_id, ErrorInfo.from_exception(exc))
 
     def _load(self, job: Job) -> None:
+        if "transformer_lens" not in sys.modules:
+            job.ctx.progress(0.01, "Starting PyTorch and TransformerLens…")
+        from engine.host import load_host
+
         new_host = load_host(job.request, job.ctx)
         try:
             job.ctx.check_cancelled()
@@ -96,5 +102,6 @@ class Worker(QObject):
     @staticmethod
     def _free_memory() -> None:
         gc.collect()
-        if torch.cuda.is_available():
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()

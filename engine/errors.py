@@ -23,6 +23,14 @@ class ModelLoadError(LensbenchError):
     """The model could not be loaded (unknown name, offline, corrupt folder...)."""
 
 
+class NoModelError(ModelLoadError):
+    """A job reached the worker while no model is loaded (e.g. the start-up load failed). Its
+    cause was already reported with the failed load, so the UI does not report it again."""
+
+    def __init__(self) -> None:
+        super().__init__("No model is loaded.", "Load a model first (Model > Load model…).")
+
+
 class PromptTooLong(InputError):
     """The prompt has more tokens than the model's context; the UI offers truncation."""
 
@@ -43,7 +51,7 @@ class ErrorInfo:
     message: str
     traceback: str
     hint: str = ""
-    kind: str = "error"  # "input", "model", "oom", "error"
+    kind: str = "error"  # "input", "model", "no_model", "oom", "error"
     n_tokens: int = 0
     n_ctx: int = 0
 
@@ -55,6 +63,8 @@ class ErrorInfo:
                        exc.n_tokens, exc.n_ctx)
         if isinstance(exc, InputError):
             return cls(type(exc).__name__, exc.message, tb, exc.hint, "input")
+        if isinstance(exc, NoModelError):
+            return cls(type(exc).__name__, exc.message, tb, exc.hint, "no_model")
         if isinstance(exc, ModelLoadError):
             return cls(type(exc).__name__, exc.message, tb, exc.hint, "model")
         if is_out_of_memory(exc):

@@ -78,6 +78,20 @@ def _repo_candidates(name: str) -> list[str]:
     return out
 
 
+def download_command(name: str) -> str:
+    """The download command the installed huggingface_hub provides: ``hf`` since 0.34 (1.0
+    removed ``huggingface-cli``)."""
+    from importlib import metadata
+
+    try:
+        scripts = {ep.name for ep in metadata.distribution("huggingface_hub").entry_points
+                   if ep.group == "console_scripts"}
+    except metadata.PackageNotFoundError:
+        scripts = set()
+    cli = "huggingface-cli" if "hf" not in scripts and "huggingface-cli" in scripts else "hf"
+    return f"{cli} download {name}"
+
+
 def hf_cache_dir() -> str | None:
     return os.environ.get("HF_HUB_CACHE") or (
         os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
@@ -163,7 +177,7 @@ def resolve_folder(spec: ModelSpec, ctx) -> Path:
             raise ModelLoadError(
                 f"{name!r} is not in the Hugging Face cache and huggingface.co cannot be reached.",
                 "Connect to the internet and load it again (it is downloaded once), or on a "
-                f"machine with network run `huggingface-cli download {name}` and copy the "
+                f"machine with network run `{download_command(name)}` and copy the "
                 "cache folder (~/.cache/huggingface/hub) here; or load a local model folder.",
             )
     else:

@@ -64,6 +64,7 @@ class AttentionPanel(QWidget):
         self._stats_cache: dict[tuple, tuple[float, float]] = {}
         self._grid_geom: dict = {}
         self._strip_values = np.zeros(0)
+        self._idle_text = "Run a prompt to see every head's attention."
         self._build()
 
     # -- construction ----------------------------------------------------------------------------
@@ -145,14 +146,14 @@ class AttentionPanel(QWidget):
         self.grid = HeatmapView(title="All heads (click one)", x_label="head", y_label="layer",
                                 colorbar_label="attention")
         self.grid.setObjectName("attentionGrid")
-        self.grid.readout.setText("Rows are layers, columns heads; long prompts are max-pooled "
+        self.grid.set_readout_hint("Rows are layers, columns heads; long prompts are max-pooled "
                                   "to fit. Click a head to focus it; drag it onto the patch "
                                   "plan to patch its output.")
         self.grid.enable_cell_drag(self.head_mime)
         self.focused = HeatmapView(title="", x_label="key (attended to)",
                                    y_label="query (attending)", colorbar_label="attention")
         self.focused.setObjectName("attentionFocused")
-        self.focused.readout.setText("Hover a cell for its value; click a row to make it the "
+        self.focused.set_readout_hint("Hover a cell for its value; click a row to make it the "
                                      "query. Scroll to zoom, drag to pan, double-click to reset.")
         self.strip_label = QLabel(" ")
         self.strip_label.setWordWrap(True)
@@ -243,6 +244,7 @@ class AttentionPanel(QWidget):
 
     def clear(self, text: str = "Run a prompt to see every head's attention.") -> None:
         """Forget the result (e.g. a new model was loaded: the old patterns no longer apply)."""
+        self._idle_text = text
         self._result = None
         self._pool_cache.clear()
         self._stats_cache.clear()
@@ -282,6 +284,8 @@ class AttentionPanel(QWidget):
             self.summary.setText(text)
         elif self._result is not None:
             self._update_summary()
+        else:  # failed or cancelled with nothing to show: never "Computing…" forever
+            self.summary.setText(self._idle_text)
 
     def result(self):
         return self._result

@@ -167,8 +167,10 @@ class HeatmapView(QWidget):
         self._tooltip_fn: Callable[[float, float], str | None] | None = None
         self._shape = (0, 0)  # data extent in units: (rows, cols)
         self._hover_cell = (-1, -1)
+        self._hover_point: tuple[float, float] | None = None  # data point under the mouse
         self._cross: tuple | None = None
         self.last_tooltip = ""
+        self.readout_hint = " "  # what the readout says while nothing is hovered
         self._drag_mime_fn: Callable[[int, int], QMimeData | None] | None = None
         self._press = None
         self.readout = QLabel(" ")
@@ -205,6 +207,7 @@ class HeatmapView(QWidget):
         rows, cols = extent
         self._shape = (rows, cols)
         self.image.setImage(data, autoLevels=False, levels=(lo, hi))
+        self._refresh_readout()
         self.image.setRect(QRectF(0, 0, cols, rows))
         self.colorbar.setLevels((lo, hi))
         self.colorbar.getAxis("right").setStyle(showValues=True)
@@ -226,6 +229,26 @@ class HeatmapView(QWidget):
         self.x_axis.set_labels([visible(s) for s in col_labels] if col_labels is not None
                                else [str(i) for i in range(cols)])
 
+    def set_readout_hint(self, text: str) -> None:
+        """The readout line's text while no cell is hovered (e.g. what clicking does)."""
+        self.readout_hint = text or " "
+        if self._hover_point is None:
+            self.readout.setText(self.readout_hint)
+
+    def _refresh_readout(self) -> None:
+        """New data: the readout describes it at the hovered point, or goes back to the hint.
+        A value read from the previous data must never stay on screen."""
+        text = None
+        if self._hover_point is not None and self._tooltip_fn is not None:
+            x, y = self._hover_point
+            rows, cols = self._shape
+            if 0 <= x < cols and 0 <= y < rows:
+                text = self._tooltip_fn(x, y)
+        if self.last_tooltip:
+            QToolTip.hideText()
+        self.last_tooltip = text or ""
+        self.readout.setText(text or self.readout_hint)
+
     def clear(self) -> None:
         """Show nothing (no data, no labels, no overlays)."""
         self.image.clear()
@@ -238,7 +261,11 @@ class HeatmapView(QWidget):
             self.set_overlay(key, None)
         self._cross = None
         self._hover_cell = (-1, -1)
+        self._hover_point = None
+        if self.last_tooltip:
+            QToolTip.hideText()
         self.last_tooltip = ""
+        self.readout.setText(self.readout_hint)
 
     def set_levels(self, lo: float, hi: float) -> None:
         hi = hi if hi > lo else lo + 1e-6
@@ -336,6 +363,7 @@ class HeatmapView(QWidget):
             self._hover_left()
             return
         x, y = point
+        self._hover_point = (x, y)
         cell = (int(math.floor(y)), int(math.floor(x)))
         if cell != self._hover_cell:  # only on change: fewer Qt calls per mouse move
             self._hover_cell = cell
@@ -348,9 +376,11 @@ class HeatmapView(QWidget):
             QToolTip.showText(global_pos, text, self.graphics)
 
     def _hover_left(self) -> None:
+        self._hover_point = None
         if self.last_tooltip:
             self.last_tooltip = ""
             QToolTip.hideText()
+            self.readout.setText(self.readout_hint)
         if self._hover_cell != (-1, -1):
             self._hover_cell = (-1, -1)
             self.sig_cell_hovered.emit(-1, -1)

@@ -65,6 +65,7 @@ PRESETS = {
 }
 SOURCES = (("repeated", "Repeated random tokens"), ("prompt", "Your prompt"))
 RED = "color: #b00020;"
+AMBER = "color: #8a5a00;"
 MARK = QColor(255, 255, 255)
 SELECTED = QColor(230, 30, 30)
 
@@ -89,6 +90,9 @@ class InductionPanel(QWidget):
         self._blocks: list[tuple[str, np.ndarray]] = []
         self._marks: set[str] = set()
         self.painted: np.ndarray | None = None
+        self._idle_summaries: tuple[str, str] | None = None  # what the panel said before a job
+        self._was: tuple[str, str] | None = None
+        self._warning = False
         self._build_controls()
         self.tabs = QTabWidget()
         self.tabs.addTab(self._build_scores_tab(), "Head scores")
@@ -409,16 +413,38 @@ class InductionPanel(QWidget):
         self.summary.setText("Scan to score every head on repeated random tokens.")
         self.ablate_summary.setText("Scan, choose a threshold, then ablate the marked heads.")
 
-    def show_message(self, text: str) -> None:
+    def show_message(self, text: str, warn: bool = False) -> None:
+        """A problem (red) or, with ``warn``, a caution about what is shown (amber)."""
+        self.message.setStyleSheet(AMBER if warn else RED)
+        self._warning = warn and bool(text)
         self.message.setText(text)
         self.message.setVisible(bool(text))
 
-    def set_busy(self, busy: bool, text: str = "") -> None:
+    def set_stale(self, text: str) -> None:
+        self.show_message(text, warn=True)
+
+    def set_busy(self, busy: bool, text: str = "", ablating: bool = False) -> None:
         self.scan_button.setEnabled(not busy)
         self.custom_button.setEnabled(not busy)
         self.ablate_button.setEnabled(not busy)
-        if busy and text:
-            self.summary.setText(text)
+        if not busy:
+            self._idle_summaries, self._was = None, self._idle_summaries
+        target = self.ablate_summary if ablating else self.summary
+        if busy and self._idle_summaries is None:
+            self._idle_summaries = (self.summary.text(), self.ablate_summary.text())
+            if text:
+                target.setText(text)
+            elif ablating:
+                target.setText("Ablating the marked heads and the random control sets…")
+
+    def set_cancelled(self) -> None:
+        """A cancelled scan or ablation: put back what the panel said before, marked."""
+        summary, ablate = self._was or (None, None)
+        if summary is not None:
+            kept = " Showing the previous scan." if self._result is not None else ""
+            self.summary.setText("Cancelled." + kept + ("" if self._result is None
+                                                         else " " + summary))
+            self.ablate_summary.setText(ablate)
 
     def set_selected_head(self, layer: int, head: int) -> None:
         self._selected = (int(layer), int(head))
@@ -426,6 +452,8 @@ class InductionPanel(QWidget):
 
     def set_result(self, result) -> None:
         """Show an InductionResult (duck-typed)."""
+        if self._warning:  # a "these scores are stale" note no longer applies
+            self.show_message("")
         self._result = result
         self._ablation = None
         r = result

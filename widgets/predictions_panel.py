@@ -54,6 +54,14 @@ class PredictionsPanel(QWidget):
         self.strip.sig_position_clicked.connect(self._select)
         self.table.clicked.connect(lambda idx: self._select(idx.row()))
 
+    def clear(self, text: str = "Run a prompt to see the model's predictions.") -> None:
+        """Show no result (e.g. another model was loaded: the old predictions do not apply)."""
+        self._result = None
+        self.model.clear()
+        self.strip.clear()
+        self.detail.clear()
+        self.summary.setText(text)
+
     def set_result(self, result) -> None:
         """Show a PromptResult (duck-typed: numpy arrays and tuples of strings)."""
         self._result = result

@@ -72,7 +72,9 @@ class PromptEditor(QWidget):
         if text != self.prompt():
             self.edit.setPlainText(text)
 
-    def show_message(self, text: str, offer_truncate: bool = False) -> None:
+    def show_message(self, text: str, offer_truncate: bool = False, error: bool = True) -> None:
+        """A problem with the prompt (red), or with ``error=False`` a note (grey)."""
+        self.message.setStyleSheet("color: #b00020;" if error else "color: #555;")
         self.message.setText(text)
         self.message.setVisible(bool(text))
         self.truncate_button.setVisible(offer_truncate)

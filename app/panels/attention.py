@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QEvent, Qt
@@ -12,9 +13,11 @@ from PySide6.QtWidgets import QFileDialog
 
 from app.exports import export_svg
 from app.panels.base import PanelBinding
-from engine.attention import AttentionRequest, run_attention
 from widgets.attention_panel import AttentionPanel
 from widgets.token_strip import visible
+
+if TYPE_CHECKING:
+    from engine.attention import AttentionRequest
 
 FILTERS = {"png": "PNG image (*.png)", "svg": "SVG image (*.svg)", "csv": "CSV table (*.csv)",
            "npz": "NumPy arrays (*.npz)"}
@@ -48,6 +51,8 @@ class AttentionBinding(PanelBinding):
 
     # -- jobs ------------------------------------------------------------------------------------------
     def on_prompt_run(self, prompt: str, truncate: bool) -> None:
+        from engine.attention import AttentionRequest
+
         prompts = (prompt,) + tuple(p for p in self.kept if p != prompt)
         request = AttentionRequest(prompts=prompts, truncate=truncate,
                                    scores=self.widget.mode() == "scores")
@@ -67,6 +72,8 @@ class AttentionBinding(PanelBinding):
 
     def inspect_tokens(self, token_ids, label: str) -> None:
         """Show attention on an explicit token sequence (e.g. from the induction scanner)."""
+        from engine.attention import AttentionRequest
+
         ids = tuple(int(t) for t in token_ids)
         self._submit(AttentionRequest(token_ids=(ids,), labels=(label or "tokens",),
                                       scores=self.widget.mode() == "scores"))
@@ -87,6 +94,8 @@ class AttentionBinding(PanelBinding):
             self._submit(replace(self._last, scores=True))
 
     def _submit(self, request: AttentionRequest) -> None:
+        from engine.attention import run_attention
+
         self._last = request
         self._pending = None
         self.widget.show_error("")
@@ -112,6 +121,10 @@ class AttentionBinding(PanelBinding):
         self._last = self._pending = None
         self.widget.clear(f"{info.name}: {info.n_layers} layers × {info.n_heads} heads. Run a "
                           "prompt to see their attention.")
+
+    def on_no_model(self, text: str) -> None:
+        self._last = self._pending = None
+        self.widget.clear(text)
 
     def _keep_toggled(self, label: str, keep: bool) -> None:
         if keep and label not in self.kept:

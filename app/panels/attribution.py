@@ -16,8 +16,6 @@ from PySide6.QtWidgets import QFileDialog
 
 from app.exports import export_svg
 from app.panels.base import PanelBinding
-from engine.attribution import AttributionItem, AttributionRequest, run_attribution
-from engine.targets import Target
 from widgets.attribution_panel import AttributionPanel
 
 PICK_HINT = ("Type an answer token (e.g. ' Paris', with its leading space) or click one of the "
@@ -58,6 +56,12 @@ class AttributionBinding(PanelBinding):
 
     def run_items(self, items) -> int:
         """Submit ``[(prompt, answer, counterfactual, position)]``; "" = the current prompt."""
+        if self.controller.model_info is None:
+            self.widget.show_message(self.no_model_text())
+            return -1
+        from engine.attribution import AttributionItem, AttributionRequest, run_attribution
+        from engine.targets import Target
+
         current = self.controller.selection.prompt
         if any(not p for p, *_ in items) and not current.strip():
             self.widget.show_message("Run a prompt first (or use the batch box).")
@@ -93,6 +97,10 @@ class AttributionBinding(PanelBinding):
 
     def on_model_loaded(self, info) -> None:
         self.widget.clear_result()
+
+    def on_no_model(self, text: str) -> None:
+        self.widget.clear_result()
+        self.widget.show_message(text)
 
     # -- quick targets and selection ----------------------------------------------------------
     def _job_done(self, channel: str) -> None:

@@ -2,6 +2,9 @@
 
 A binding creates its widget, turns the widget's intents into controller jobs, and passes results
 back with ``set_result``. The main window only puts each binding's widget in a dock.
+
+Bindings import the engine (and with it torch and TransformerLens) inside their methods, never at
+module level: the window is built and shown before the worker thread has imported them.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ class PanelBinding(QObject):
         super().__init__(window)
         self.controller = controller
         self.window = window
+        # Whether the panel's dock is on screen (a tab behind another is not, though Qt keeps
+        # it "visible"); the main window feeds this from QDockWidget.visibilityChanged.
+        self.on_screen = window is None
         self.widget: QWidget = self.create_widget()
         controller.prompt_run.connect(self.on_prompt_run)
         controller.model_loaded.connect(self.on_model_loaded)
+        controller.model_failed.connect(self._model_failed)
 
     def create_widget(self) -> QWidget:
         raise NotImplementedError
@@ -33,6 +40,27 @@ class PanelBinding(QObject):
 
     def on_model_loaded(self, info) -> None:
         """A new model replaced the old one; results of the old one are no longer valid."""
+
+    def set_on_screen(self, shown: bool) -> None:
+        self.on_screen = bool(shown)
+        if shown:
+            self.on_shown()
+
+    def on_shown(self) -> None:
+        """The panel's dock came on screen (shown, or its tab raised)."""
+
+    def no_model_text(self) -> str:
+        """Why nothing can run: the failed load's reason when there is one."""
+        info = self.controller.load_error
+        reason = f" ({info.message})" if info is not None else ""
+        return f"No model is loaded{reason}. Load one with Model > Load model… (Ctrl+L)."
+
+    def _model_failed(self, info) -> None:
+        if self.controller.model_info is None:
+            self.on_no_model(self.no_model_text())
+
+    def on_no_model(self, text: str) -> None:
+        """A load failed and no model is loaded: show ``text`` instead of waiting for one."""
 
     def session_state(self) -> dict:
         """Plain JSON-able settings worth saving in a session."""

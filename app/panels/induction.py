@@ -4,20 +4,17 @@ selection to the attention panel (on the repeated sequence), and writes PNG/SVG/
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import QFileDialog
 
 from app.panels.base import PanelBinding
-from engine.induction import (
-    AblationRequest,
-    CustomPattern,
-    InductionRequest,
-    run_induction_ablation,
-    run_induction_scan,
-)
 from widgets.induction_panel import InductionPanel
+
+if TYPE_CHECKING:
+    from engine.induction import InductionRequest
 
 FILTERS = {"png": "PNG image (*.png)", "svg": "SVG image (*.svg)", "csv": "CSV table (*.csv)"}
 INSPECT_LABEL = "repeated random tokens"
@@ -47,22 +44,44 @@ class InductionBinding(PanelBinding):
         self.result = None
         self.ablation = None
         self._truncate = False
+        self._rescan_on_show = False
         return panel
 
     # -- jobs ------------------------------------------------------------------------------------
     def on_prompt_run(self, prompt: str, truncate: bool) -> None:
         """A new prompt: re-score (the prompt scores change) if the panel is on screen."""
         self._truncate = truncate
-        if self.widget.isVisible() and self.controller.model_info is not None:
+        if self.controller.model_info is None:
+            return
+        if self.on_screen:
             self.scan(self.widget.settings())
+        elif self.result is not None and self.result.prompt_scores:
+            # A hidden tab keeps the old prompt's scores: say so, and re-score when shown.
+            self._rescan_on_show = True
+            self.widget.set_stale("The prompt changed: the scores on your prompt are for the "
+                                  "previous one until this panel rescans (when it is shown).")
+
+    def on_shown(self) -> None:
+        if self._rescan_on_show:
+            self._rescan_on_show = False
+            if self.controller.model_info is not None:
+                self.scan(self.widget.settings())
 
     def on_model_loaded(self, info) -> None:
         self.result = None
         self.ablation = None
+        self._rescan_on_show = False
         self.widget.set_model(info.n_layers, info.n_heads, info.n_ctx)
         self.widget.show_message("")
 
+    def on_no_model(self, text: str) -> None:
+        self.result = self.ablation = None
+        self.widget.clear()
+        self.widget.show_message(text)
+
     def request_from(self, settings: dict) -> InductionRequest:
+        from engine.induction import CustomPattern, InductionRequest
+
         custom = settings.get("custom")
         prompt = self.controller.selection.prompt if settings.get("use_prompt", True) else ""
         return InductionRequest(
@@ -75,7 +94,13 @@ class InductionBinding(PanelBinding):
             custom=CustomPattern(**custom) if custom else None)
 
     def scan(self, settings: dict) -> int:
+        if self.controller.model_info is None:
+            self.widget.show_message(self.no_model_text())
+            return -1
+        from engine.induction import run_induction_scan
+
         request = self.request_from(settings)
+        self._rescan_on_show = False
         self.widget.set_busy(True, "Scanning every head…")
         return self.controller.submit(self.channel, run_induction_scan, request,
                                       on_result=self._show, on_error=self._on_error,
@@ -86,12 +111,14 @@ class InductionBinding(PanelBinding):
         if r is None:
             self.widget.show_message("Scan first.")
             return -1
+        from engine.induction import AblationRequest, run_induction_ablation
+
         request = AblationRequest(heads=tuple(settings["heads"]), mode=settings["mode"],
                                   seq_len=r.seq_len, batch=r.batch, seed=r.seed,
                                   token_pool=r.token_pool,
                                   control_sets=int(settings["control_sets"]),
                                   control_seed=int(settings["control_seed"]))
-        self.widget.set_busy(True)
+        self.widget.set_busy(True, ablating=True)
         return self.controller.submit(self.ablation_channel, run_induction_ablation, request,
                                       on_result=self._show_ablation, on_error=self._on_error,
                                       on_cancel=self._cancelled)
@@ -109,6 +136,7 @@ class InductionBinding(PanelBinding):
 
     def _cancelled(self) -> None:
         self.widget.set_busy(False)
+        self.widget.set_cancelled()
 
     def _on_error(self, info) -> bool:
         self.widget.set_busy(False)

@@ -5,11 +5,6 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 
 from app.panels.base import PanelBinding
-from engine.attribution_patching import AttributionPatchRequest, run_attribution_patching
-from engine.patch_pairs import PairCheckRequest, PromptPair, check_pairs
-from engine.patch_plan import PlanItem, PlanRequest, run_plan, validate_plan
-from engine.patching import SWEEPS, SweepRequest, run_sweep
-from engine.path_patching import PathPatchRequest, run_path_patching
 from widgets.patching_panel import PatchingPanel
 
 
@@ -37,12 +32,16 @@ class PatchingBinding(PanelBinding):
         return panel
 
     # -- pairs -----------------------------------------------------------------------------------
-    def prompt_pairs(self) -> tuple[PromptPair, ...]:
+    def prompt_pairs(self) -> tuple:
+        from engine.patch_pairs import PromptPair
+
         return tuple(PromptPair(c, r, a, cf) for c, r, a, cf in self.widget.pairs())
 
     def check(self) -> None:
         if self.controller.model_info is None:
             return
+        from engine.patch_pairs import PairCheckRequest, check_pairs
+
         self.controller.submit(self.check_channel, check_pairs,
                                PairCheckRequest(self.prompt_pairs()),
                                on_result=self.widget.set_alignment)
@@ -50,8 +49,10 @@ class PatchingBinding(PanelBinding):
     # -- sweeps ----------------------------------------------------------------------------------
     def run_sweep(self, kind: str) -> None:
         if self.controller.model_info is None:
-            self.widget.show_message("Load a model first (Model > Load model…).")
+            self.widget.show_message(self.no_model_text())
             return
+        from engine.patching import SweepRequest, run_sweep
+
         request = SweepRequest(self.prompt_pairs(), kind, self.widget.metric_name(),
                                self.widget.direction(),
                                max_tokens_per_chunk=self.max_tokens_per_chunk)
@@ -63,7 +64,13 @@ class PatchingBinding(PanelBinding):
                                on_error=self._on_error, on_cancel=self.widget.set_cancelled)
 
     def estimate(self, kind: str) -> None:
-        if self.controller.model_info is None or kind not in SWEEPS:
+        if self.controller.model_info is None:
+            self.widget.show_message(self.no_model_text())
+            return
+        from engine.attribution_patching import AttributionPatchRequest, run_attribution_patching
+        from engine.patching import SWEEPS
+
+        if kind not in SWEEPS:
             self.widget.show_message("Attribution patching estimates single sweeps (not the "
                                      "combined block sweep); pick one kind.")
             return
@@ -75,7 +82,10 @@ class PatchingBinding(PanelBinding):
 
     def path_patch(self, senders, component: str) -> None:
         if self.controller.model_info is None:
+            self.widget.show_message(self.no_model_text())
             return
+        from engine.path_patching import PathPatchRequest, run_path_patching
+
         request = PathPatchRequest(self.prompt_pairs(), tuple(tuple(s) for s in senders),
                                    component, self.widget.metric_name())
         self.widget.show_message("")
@@ -83,6 +93,11 @@ class PatchingBinding(PanelBinding):
                                on_result=self.widget.set_path_result, on_error=self._on_error)
 
     def verify(self, kind: str, cells) -> None:
+        if self.controller.model_info is None:
+            self.widget.show_message(self.no_model_text())
+            return
+        from engine.patching import SweepRequest, run_sweep
+
         request = SweepRequest(self.prompt_pairs(), kind, self.widget.metric_name(), "denoise",
                                max_tokens_per_chunk=self.max_tokens_per_chunk,
                                only=tuple(int(c) for c in cells))
@@ -125,13 +140,17 @@ class PatchingBinding(PanelBinding):
 
     # -- the patch plan --------------------------------------------------------------------------
     @staticmethod
-    def plan_items(items: list[dict]) -> tuple[PlanItem, ...]:
+    def plan_items(items: list[dict]) -> tuple:
+        from engine.patch_plan import PlanItem
+
         return tuple(PlanItem(d["component"], int(d.get("layer", 0)), int(d.get("index", -1)),
                               tuple(int(p) for p in d.get("positions", [])),
                               d.get("mode", "denoise")) for d in items)
 
     def validate_plan(self, info) -> list[str]:
         """After a model switch: say which items no longer fit (they stay, marked red)."""
+        from engine.patch_plan import validate_plan
+
         view = self.widget.plan
         items = self.plan_items(view.items)
         problems = validate_plan(items, info)
@@ -143,7 +162,7 @@ class PatchingBinding(PanelBinding):
     def run_plan(self, items: list[dict]) -> None:
         view = self.widget.plan
         if self.controller.model_info is None:
-            view.show_message("Load a model first.")
+            view.show_message(self.no_model_text())
             return
         if not items:
             view.show_message("The patch plan is empty. Drag components from the palette (or "
@@ -151,6 +170,8 @@ class PatchingBinding(PanelBinding):
             return
         if self.validate_plan(self.controller.model_info):
             return
+        from engine.patch_plan import PlanRequest, run_plan
+
         request = PlanRequest(self.prompt_pairs(), self.plan_items(items),
                               self.widget.metric_name())
         view.show_message("")

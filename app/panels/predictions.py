@@ -5,7 +5,6 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 
 from app.panels.base import PanelBinding
-from engine.prompt import PromptRequest, run_prompt
 from widgets.predictions_panel import PredictionsPanel
 
 
@@ -22,10 +21,19 @@ class PredictionsBinding(PanelBinding):
         return panel
 
     def on_prompt_run(self, prompt: str, truncate: bool) -> None:
+        from engine.prompt import PromptRequest, run_prompt
+
         top_k = self.window.prompt_editor.top_k.value() if self.window is not None else 10
         request = PromptRequest(prompt=prompt, top_k=top_k, truncate=truncate)
         self.controller.submit(self.channel, run_prompt, request, on_result=self._show,
                                on_error=self._on_error)
+
+    def on_model_loaded(self, info) -> None:
+        """The old model's predictions are gone; the window re-runs the prompt on the new one."""
+        self.widget.clear(f"{info.name} is loaded. Run a prompt to see its predictions.")
+
+    def on_no_model(self, text: str) -> None:
+        self.widget.clear(text)
 
     def _show(self, result) -> None:
         self.widget.set_result(result)
