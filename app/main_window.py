@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea
+from PySide6.QtWidgets import QDockWidget, QMainWindow
 
 from app import layout_state
 from app.controller import Controller
+from app.dock_scroll import PanelScrollArea
 from app.error_view import ErrorView
 from app.panels import PANELS
 from app.status_bar import JobStatusBar
@@ -34,7 +35,6 @@ class MainWindow(QMainWindow):
         self.model_spec = ModelSpec()
         self.session_path: str | None = None
         self.prompt_editor = PromptEditor()
-        self.prompt_editor.setMaximumHeight(140)  # panels, not the text box, get the space
         self.setCentralWidget(self.prompt_editor)
         self.status = JobStatusBar(self.controller, self)
         self.setStatusBar(self.status)
@@ -49,11 +49,8 @@ class MainWindow(QMainWindow):
             dock.setObjectName(binding.object_name)
             # A scroll area lets a dock shrink below its panel's minimum size (small laptop
             # screens, many docks side by side); the panel scrolls instead of forcing the width.
-            scroll = QScrollArea()
+            scroll = PanelScrollArea(binding.widget)
             scroll.setObjectName(binding.object_name + "Scroll")
-            scroll.setWidgetResizable(True)
-            scroll.setFrameShape(QFrame.Shape.NoFrame)
-            scroll.setWidget(binding.widget)
             dock.setWidget(scroll)
             dock.setToolTip(binding.tooltip)
             dock.visibilityChanged.connect(binding.set_on_screen)

@@ -66,14 +66,13 @@ class AttributionPanel(QWidget):
         self._build_views()
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
+        lay.setSpacing(3)
         lay.addLayout(self._input_row)
         lay.addWidget(self.message)
         lay.addLayout(self._quick_row)
-        lay.addWidget(self.batch_check)
         lay.addWidget(self.batch_box)
         lay.addLayout(self._summary_row)
         lay.addWidget(self.tabs, 1)
-        lay.addLayout(self._export_row)
 
     # -- construction -------------------------------------------------------------------------
     def _build_inputs(self) -> None:
@@ -156,6 +155,7 @@ class AttributionPanel(QWidget):
         bl.addWidget(self.ioi_button, 0, Qt.AlignmentFlag.AlignTop)
         self.batch_box.hide()
         self.batch_check.toggled.connect(self.batch_box.setVisible)
+        self._quick_row.addWidget(self.batch_check)  # right end of the quick-targets row
         self.run_button.clicked.connect(self.request_run)
         self.answer_edit.returnPressed.connect(self.request_run)
         self.cf_edit.returnPressed.connect(self.request_run)
@@ -221,7 +221,8 @@ class AttributionPanel(QWidget):
         lens_split = QSplitter(Qt.Orientation.Vertical)
         lens_split.addWidget(lens_top)
         lens_split.addWidget(self.lens_table)
-        lens_split.setSizes([300, 200])
+        lens_split.setStretchFactor(0, 3)  # the chart gets most of the height, the table a
+        lens_split.setStretchFactor(1, 1)  # few rows (it scrolls)
 
         self.comp_chart = BarChart("v")
         self.comp_chart.setObjectName("attrComponentChart")
@@ -255,20 +256,26 @@ class AttributionPanel(QWidget):
         self.heatmap.sig_head_clicked.connect(self.sig_head_clicked)
         self.lens_table.clicked.connect(self._lens_row_clicked)
 
+        # Export buttons sit in the tab bar's corner: no row of their own under the chart.
         self.export_buttons = {}
-        self._export_row = QHBoxLayout()
-        self._export_row.addStretch(1)
+        corner = QWidget()
+        export_row = QHBoxLayout(corner)
+        export_row.setContentsMargins(0, 0, 2, 0)
+        export_row.setSpacing(2)
+        export_row.addWidget(QLabel("Export"))
         for kind, tip in (("png", "Save the current view as a PNG image"),
                           ("svg", "Save the current view as an SVG vector image"),
                           ("csv", "Save the current view's numbers (mean, min, max and every "
                                   "prompt) as CSV")):
-            b = QPushButton(f"Export {kind.upper()}…")
+            b = QToolButton()
+            b.setText(f"{kind.upper()}…")
             b.setObjectName(f"attrExport{kind.upper()}")
             b.setToolTip(tip)
             b.setEnabled(False)
             b.clicked.connect(lambda _=False, k=kind: self.sig_export.emit(k))
             self.export_buttons[kind] = b
-            self._export_row.addWidget(b)
+            export_row.addWidget(b)
+        self.tabs.setCornerWidget(corner, Qt.Corner.TopRightCorner)
 
     # -- inputs -------------------------------------------------------------------------------
     def target(self) -> tuple[str, str, int]:
@@ -330,6 +337,7 @@ class AttributionPanel(QWidget):
             if i < len(self._quick_tokens):
                 tok = self._quick_tokens[i]
                 text = visible(tok)
+                text = text if len(text) <= 12 else text[:11] + "…"  # the row must fit
                 if probs is not None and i < len(probs):
                     text += f" {float(probs[i]):.0%}"
                 b.setText(text)

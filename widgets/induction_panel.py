@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMenu,
     QPushButton,
     QSlider,
     QSpinBox,
@@ -30,8 +31,10 @@ from PySide6.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
+    QWidgetAction,
 )
 
 from widgets.axes import tidy_plot
@@ -144,14 +147,36 @@ class InductionPanel(QWidget):
         self.scan_button.setToolTip("One batched forward pass over the repeated sequences (and "
                                     "your prompt) scores every head.")
         self.scan_button.clicked.connect(self._emit_scan)
+        # head_detector's options live in a drop-down, so the row fits a 1366-px-wide screen.
+        self.options_button = QToolButton()
+        self.options_button.setObjectName("inductionOptions")
+        self.options_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.options_button.setToolTip("head_detector's options: the error measure, and whether "
+                                       "to ignore attention to BOS or to the token itself")
+        options = QWidget()
+        form = QFormLayout(options)
+        form.setContentsMargins(8, 6, 8, 6)
+        form.addRow("measure", self.measure)
+        form.addRow(self.exclude_bos)
+        form.addRow(self.exclude_current)
+        menu = QMenu(self.options_button)
+        holder = QWidgetAction(menu)
+        holder.setDefaultWidget(options)
+        menu.addAction(holder)
+        self.options_button.setMenu(menu)
+        self.options_menu = menu
+        for signal in (self.measure.currentIndexChanged, self.exclude_bos.toggled,
+                       self.exclude_current.toggled):
+            signal.connect(lambda *_: self._update_options_text())
+        self._update_options_text()
+        self.options_button.setMinimumWidth(self.options_button.sizeHint().width() + 12)
         self.controls = QHBoxLayout()
         for text, w in (("T", self.seq_len), ("batch", self.batch), ("seed", self.seed),
                         ("from", self.pool)):
             self.controls.addWidget(QLabel(text))
             self.controls.addWidget(w)
-        for w in (self.use_prompt, QLabel("measure"), self.measure, self.exclude_bos,
-                  self.exclude_current):
-            self.controls.addWidget(w)
+        self.controls.addWidget(self.use_prompt)
+        self.controls.addWidget(self.options_button)
         self.controls.addStretch(1)
         self.controls.addWidget(self.scan_button)
         self.message = QLabel()
@@ -162,6 +187,14 @@ class InductionPanel(QWidget):
         self.summary = QLabel("Scan to score every head on repeated random tokens.")
         self.summary.setWordWrap(True)
         self.summary.setObjectName("inductionSummary")
+
+    def _update_options_text(self) -> None:
+        parts = [self.measure.currentText()]
+        if self.exclude_bos.isChecked():
+            parts.append("no BOS")
+        if self.exclude_current.isChecked():
+            parts.append("no self")
+        self.options_button.setText("Options: " + ", ".join(parts))
 
     def _build_scores_tab(self) -> QWidget:
         self.source = QComboBox()

@@ -12,9 +12,9 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
     QHeaderView,
-    QPushButton,
     QTableWidget,
     QTableWidgetItem,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -41,18 +41,23 @@ class PairsEditor(QWidget):
         self.pairs_table.setToolTip("One clean/corrupted pair per row; several rows run as a "
                                     "batch and the metric is averaged over them. Answers need "
                                     "their leading space (' Mary').")
-        self.pairs_table.setMaximumHeight(110)
+        self.pairs_table.verticalHeader().setDefaultSectionSize(
+            self.fontMetrics().height() + 8)
         self.pairs_table.itemChanged.connect(lambda *_: self._edited())
-        self.add_button = QPushButton("+ pair")
+        self.add_button = QToolButton()
+        self.add_button.setText("+ pair")
         self.add_button.setToolTip("Add a prompt pair to the batch")
         self.add_button.clicked.connect(lambda: self.add_pair(*EXAMPLE))
-        self.remove_button = QPushButton("− pair")
+        self.remove_button = QToolButton()
+        self.remove_button.setText("− pair")
         self.remove_button.setToolTip("Remove the selected pair")
         self.remove_button.clicked.connect(self._remove_pair)
         self.alignment = QTableWidget(2, 0)
         self.alignment.setVerticalHeaderLabels(["clean", "corrupted"])
         self.alignment.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.alignment.setMaximumHeight(86)
+        self.alignment.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
+        self.alignment.horizontalHeader().setFixedHeight(self.fontMetrics().height() + 4)
+        self.alignment.setFixedHeight(self._table_height(self.alignment, 2, scrollbar=True))
         self.alignment.setToolTip("Tokens of the selected pair side by side; differing positions "
                                   "are yellow, positions only one prompt has are red.")
         self._debounce = QTimer(self)
@@ -62,18 +67,31 @@ class PairsEditor(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.pairs_table, 1)
         buttons = QVBoxLayout()
+        buttons.setSpacing(2)
         buttons.addWidget(self.add_button)
         buttons.addWidget(self.remove_button)
         buttons.addStretch(1)
         top.addLayout(buttons)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
         lay.addLayout(top)
         lay.addWidget(self.alignment)
         self.add_pair(*EXAMPLE)
         # The example needs no "edited" signal: the binding checks the pairs when a model loads
         # (a late duplicate check would start a job after the window looks idle).
         self._debounce.stop()
+
+    @staticmethod
+    def _table_height(table, rows: int, scrollbar: bool = False) -> int:
+        extra = table.horizontalScrollBar().sizeHint().height() if scrollbar else 0
+        return (table.horizontalHeader().height() + rows * table.verticalHeader()
+                .defaultSectionSize() + 2 * table.frameWidth() + extra)
+
+    def _fit_rows(self) -> None:
+        """As tall as its pairs, up to three (then it scrolls): the heatmap keeps the room."""
+        n = min(max(self.pairs_table.rowCount(), 1), 3)
+        self.pairs_table.setFixedHeight(self._table_height(self.pairs_table, n))
 
     def add_pair(self, clean: str, corrupted: str, answer: str, counterfactual: str) -> None:
         self.pairs_table.blockSignals(True)
@@ -82,6 +100,7 @@ class PairsEditor(QWidget):
         for col, text in enumerate((clean, corrupted, answer, counterfactual)):
             self.pairs_table.setItem(row, col, QTableWidgetItem(text))
         self.pairs_table.blockSignals(False)
+        self._fit_rows()
         self._edited()
 
     def set_pair(self, row: int, clean: str, corrupted: str, answer: str = "",
@@ -96,6 +115,7 @@ class PairsEditor(QWidget):
         row = self.pairs_table.currentRow()
         if self.pairs_table.rowCount() > 1:
             self.pairs_table.removeRow(row if row >= 0 else self.pairs_table.rowCount() - 1)
+            self._fit_rows()
             self._edited()
 
     def pairs(self) -> list[tuple[str, str, str, str]]:

@@ -11,7 +11,7 @@ import copy
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QUndoCommand, QUndoStack
+from PySide6.QtGui import QAction, QBrush, QColor, QKeySequence, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
-    QPushButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -31,6 +31,13 @@ MODES = [("denoise", "denoise: clean → corrupted"), ("noise", "noise: corrupte
          ("zero", "zero-ablate"), ("mean", "mean-ablate (reference batch)"),
          ("resample", "resample-ablate (next pair)")]
 HEADED = ("z", "q", "k", "v", "pattern")
+
+
+def _tool(text: str, tip: str) -> QToolButton:
+    b = QToolButton()
+    b.setText(text)
+    b.setToolTip(tip)
+    return b
 
 
 def item_label(d: dict) -> str:
@@ -113,14 +120,26 @@ class PlanView(QWidget):
         self.mode.setToolTip("What the selected item does: patch between the runs, or ablate")
         self.mode.activated.connect(lambda _i: self.set_mode(self.list.currentRow(),
                                                              self.mode.currentData()))
-        self.remove_button = QPushButton("Remove")
-        self.up_button = QPushButton("↑")
-        self.down_button = QPushButton("↓")
-        self.undo_button = QPushButton("Undo")
-        self.redo_button = QPushButton("Redo")
-        self.run_button = QPushButton("Run plan")
-        self.run_button.setToolTip("The metric with all items applied together and each alone, "
-                                   "in one batched run")
+        self.remove_button = _tool("Remove", "Remove the selected item (Delete)")
+        self.up_button = _tool("↑", "Move the selected item up")
+        self.down_button = _tool("↓", "Move the selected item down")
+        self.undo_button = _tool("Undo", "Undo the last change to the plan (Ctrl+Z)")
+        self.redo_button = _tool("Redo", "Redo (Ctrl+Shift+Z)")
+        self.run_button = _tool("Run plan", "The metric with all items applied together and "
+                                "each alone, in one batched run")
+        self.run_button.setObjectName("planRunButton")
+        # Keyboard: undo/redo of the plan (added to the patching panel, so they work wherever
+        # the focus is in it) and Delete in the list.
+        self.undo_action = self.undo_stack.createUndoAction(self, "Undo plan change")
+        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
+        self.redo_action = self.undo_stack.createRedoAction(self, "Redo plan change")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        for action in (self.undo_action, self.redo_action):
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        delete = QAction("Remove plan item", self.list, shortcut=QKeySequence.StandardKey.Delete)
+        delete.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        delete.triggered.connect(lambda: self.remove(self.list.currentRow()))
+        self.list.addAction(delete)
         self.remove_button.clicked.connect(lambda: self.remove(self.list.currentRow()))
         self.up_button.clicked.connect(lambda: self.move(self.list.currentRow(), -1))
         self.down_button.clicked.connect(lambda: self.move(self.list.currentRow(), 1))
@@ -140,18 +159,25 @@ class PlanView(QWidget):
         self.baselines: list[pg.InfiniteLine] = []
         self.result = None
         buttons = QHBoxLayout()
+        buttons.setSpacing(2)
         for w in (self.remove_button, self.up_button, self.down_button, self.undo_button,
-                  self.redo_button, self.run_button):
-            w.setMinimumWidth(10)
+                  self.redo_button):
             buttons.addWidget(w)
+        buttons.addStretch(1)
+        buttons.addWidget(self.run_button)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
         lay.addWidget(QLabel("Patch plan (drop components here)"))
         lay.addWidget(self.list, 1)
         lay.addWidget(self.mode)
         lay.addLayout(buttons)
         lay.addWidget(self.message)
         lay.addWidget(self.chart, 2)
+
+    def edit_actions(self) -> list[QAction]:
+        """Undo and redo of the plan, for the panel that holds it (Ctrl+Z, Ctrl+Shift+Z)."""
+        return [self.undo_action, self.redo_action]
 
     # -- editing (each edit is one undoable command) --------------------------------------------
     def _push(self, after: list[dict], text: str) -> None:
@@ -216,6 +242,15 @@ class PlanView(QWidget):
         self.message.setVisible(bool(text))
 
     # -- results ---------------------------------------------------------------------------------
+    def clear_result(self) -> None:
+        """Drop the bars (e.g. they were measured on another model)."""
+        self.result = None
+        for line in self.baselines:
+            self.chart.plot.removeItem(line)
+        self.baselines = []
+        self.chart.clear()
+        self.chart.set_title("")
+
     def set_result(self, result) -> None:
         self.result = result
         self.chart.set_data(list(result.labels), result.values)

@@ -1,8 +1,10 @@
 """The activation-patching editor: prompt pairs, side-by-side tokens, sweeps streamed into a heatmap.
 
 A pure view: it reads what the user typed, shows results it is given (duck-typed numpy results),
-and emits intents. The patch plan (palette + plan list + bars) lives in widgets/patch_plan_view.py
-and is embedded below the sweep.
+and emits intents. Laid out for a 1366x768 laptop: two tool bars (widgets/patching_bars.py), the
+prompt-pair editor as a collapsible strip, the heatmap with most of the height, and the patch
+plan (widgets/patch_plan_view.py) as a collapsible side area next to it, so heatmap cells can be
+dragged onto it.
 """
 
 from __future__ import annotations
@@ -13,12 +15,8 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QApplication,
-    QComboBox,
-    QHBoxLayout,
     QLabel,
     QProgressBar,
-    QPushButton,
-    QSpinBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -28,24 +26,10 @@ from widgets.component_palette import ComponentPalette, component_mime
 from widgets.heatmap import HeatmapView
 from widgets.patch_pairs_view import PairsEditor
 from widgets.patch_plan_view import PlanView
+from widgets.patching_bars import METRICS, PATH_TIP, SWEEPS, ResultBar, SweepBar
 from widgets.token_strip import visible
 
-METRICS = [("logit_diff_norm", "Logit diff, normalised (corrupted 0, clean 1)"),
-           ("logit_diff", "Logit diff (answer − counterfactual)"),
-           ("prob", "Probability of the answer"), ("loss", "Loss on the answer (−log p)")]
-SWEEPS = [("head_out", "Heads (z): layer × head, all positions"),
-          ("resid_pre", "Residual stream: layer × position"),
-          ("attn_out", "Attention out: layer × position"),
-          ("mlp_out", "MLP out: layer × position"),
-          ("block", "Block: resid_pre / attn_out / mlp_out × layer × position"),
-          ("head_out_by_pos", "Heads (z): layer × head × position"),
-          ("head_q", "Head queries: layer × head"), ("head_k", "Head keys: layer × head"),
-          ("head_v", "Head values: layer × head"), ("head_pattern", "Head patterns: layer × head"),
-          ("head_q_by_pos", "Head queries: layer × head × position"),
-          ("head_k_by_pos", "Head keys: layer × head × position"),
-          ("head_v_by_pos", "Head values: layer × head × position"),
-          ("head_pattern_by_pos", "Head patterns: layer × head × destination position"),
-          ("resid_mid", "Residual stream (mid): layer × position")]
+METRIC_TEXT = {key: full for key, _short, full in METRICS}
 ROW_SHORT = {"resid_pre": "resid", "attn_out": "attn", "mlp_out": "mlp", "head_out": "z",
              "head_q": "q", "head_k": "k", "head_v": "v", "head_pattern": "patt"}
 SHORT = {"logit_diff_norm": "normalised logit diff", "logit_diff": "logit diff",
@@ -53,9 +37,7 @@ SHORT = {"logit_diff_norm": "normalised logit diff", "logit_diff": "logit diff",
 SWEEP_COMPONENT = {"head_out": "z", "head_out_by_pos": "z", "head_q": "q", "head_k": "k",
                    "head_v": "v", "head_pattern": "pattern", "path": "z", "head_q_by_pos": "q",
                    "head_k_by_pos": "k", "head_v_by_pos": "v", "head_pattern_by_pos": "pattern"}
-PATH_TIP = ("Path patching from the sender heads into every later head's chosen input, and "
-            "directly into the logits. Click a head cell of a head sweep to choose the sender; "
-            "Ctrl+click adds or removes more senders.")
+IDLE = "Run a sweep to see which components carry the answer."
 
 
 def cell_grid(axes: tuple[str, ...], shape: tuple[int, ...]) -> tuple[list[tuple], str]:
@@ -90,53 +72,22 @@ class PatchingPanel(QWidget):
         self.message.setStyleSheet("color: #b00020;")
         self.message.setWordWrap(True)
         self.message.hide()
-        self.metric_combo = QComboBox()
-        for key, label in METRICS:
-            self.metric_combo.addItem(label, key)
-        self.metric_combo.setToolTip("What a patched run is scored by, at the answer position.")
-        self.direction_combo = QComboBox()
-        self.direction_combo.addItem("Denoise: clean → corrupted run", "denoise")
-        self.direction_combo.addItem("Noise: corrupted → clean run", "noise")
-        self.direction_combo.setToolTip("Denoising patches clean activations into the corrupted "
-                                        "run (what restores the answer); noising patches "
-                                        "corrupted activations into the clean run (what breaks it).")
-        self.sweep_combo = QComboBox()
-        for key, label in SWEEPS:
-            self.sweep_combo.addItem(label, key)
-        self.sweep_combo.setToolTip("Which components to patch one at a time")
-        self.run_button = QPushButton("Run sweep")
-        self.run_button.setToolTip("Patch every component of the chosen kind, one at a time, "
-                                   "many per forward pass; the heatmap fills in as it runs.")
+        self.sweep_bar = SweepBar()
+        self.result_bar = ResultBar()
+        # The controls, by their old names (the binding, tests and tools use them).
+        bar, res = self.sweep_bar, self.result_bar
+        self.metric_combo, self.direction_combo = bar.metric_combo, bar.direction_combo
+        self.sweep_combo, self.run_button, self.cancel_button = \
+            bar.sweep_combo, bar.run_button, bar.cancel_button
+        self.view_combo, self.estimate_button, self.top_k = \
+            res.view_combo, res.estimate_button, res.top_k
+        self.verify_button, self.path_button, self.path_input = \
+            res.verify_button, res.path_button, res.path_input
         self.run_button.clicked.connect(lambda: self.sig_run_sweep.emit(self.sweep_kind()))
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop the sweep; what has been computed stays on screen.")
         self.cancel_button.clicked.connect(self.sig_cancel.emit)
-        self.cancel_button.setEnabled(False)
-        self.estimate_button = QPushButton("Estimate")
-        self.estimate_button.setToolTip("Attribution patching: a linear estimate of every cell "
-                                        "from one forward and one backward pass (a fast first "
-                                        "screen; compare with the exact sweep)")
         self.estimate_button.clicked.connect(lambda: self.sig_estimate.emit(self.sweep_kind()))
-        self.top_k = QSpinBox()
-        self.top_k.setRange(1, 1000)
-        self.top_k.setValue(10)
-        self.top_k.setToolTip("How many of the estimate's strongest cells to verify exactly")
-        self.verify_button = QPushButton("Verify top-k")
-        self.verify_button.setToolTip("Patch exactly the k cells with the largest estimated "
-                                      "effect")
-        self.verify_button.setEnabled(False)
         self.verify_button.clicked.connect(self._verify)
-        self.view_combo = QComboBox()
-        self.view_combo.addItem("Show exact patching", "exact")
-        self.view_combo.addItem("Show attribution estimate", "estimate")
-        self.view_combo.addItem("Show path patching", "path")
-        self.view_combo.setToolTip("Which result the heatmap shows")
         self.view_combo.currentIndexChanged.connect(lambda _i: self._redraw())
-        self.path_button = QPushButton("Path patch L0H0")
-        self.path_button.setToolTip(PATH_TIP)
-        self.path_input = QComboBox()
-        for c in ("q", "k", "v"):
-            self.path_input.addItem(f"→ receivers' {c}", c)
         self.path_button.clicked.connect(lambda: self.sig_path_patch.emit(
             list(self.senders), self.path_input.currentData()))
         self.senders: list[tuple[int, int]] = [(0, 0)]
@@ -144,65 +95,74 @@ class PatchingPanel(QWidget):
         self.estimate = None
         self.exact = None
         self.progress = QProgressBar()
+        self.progress.setObjectName("patchingProgress")
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(True)
         self.progress.setFormat("idle")
+        self.progress.setMaximumHeight(self.fontMetrics().height() + 6)
         self.heatmap = HeatmapView(x_label="", y_label="", colorbar_label="metric",
                                    aspect_locked=False)
+        self.heatmap.setObjectName("patchingHeatmap")
         self.heatmap.sig_cell_clicked.connect(self._cell_clicked)
         self.heatmap.set_tooltip_fn(self._tooltip)
-        self.summary = QLabel("Run a sweep to see which components carry the answer.")
+        self.heatmap.set_readout_hint("Hover a cell for its value; click a head to select it "
+                                      "(and make it the path-patching sender); drag a cell "
+                                      "onto the plan.")
+        self.summary = QLabel(IDLE)
+        self.summary.setObjectName("patchingSummary")
         self.summary.setWordWrap(True)
         self.result = None
         self._rows: list[tuple] = []
         self._check = None
 
-        controls = QHBoxLayout()
-        controls.addWidget(QLabel("Metric"))
-        controls.addWidget(self.metric_combo)
-        controls.addWidget(self.direction_combo)
-        controls.addWidget(self.sweep_combo, 1)
-        controls.addWidget(self.run_button)
-        controls.addWidget(self.cancel_button)
-        controls.addWidget(self.estimate_button)
-        controls.addWidget(self.top_k)
-        controls.addWidget(self.verify_button)
-        controls.addWidget(self.view_combo)
-        controls.addWidget(self.path_button)
-        controls.addWidget(self.path_input)
-        sweep_box = QWidget()
-        sweep_lay = QVBoxLayout(sweep_box)
-        sweep_lay.setContentsMargins(0, 0, 0, 0)
-        sweep_lay.addWidget(self.progress)
-        sweep_lay.addWidget(self.heatmap, 1)
-        sweep_lay.addWidget(self.summary)
+        main = QWidget()
+        main_lay = QVBoxLayout(main)
+        main_lay.setContentsMargins(0, 0, 0, 0)
+        main_lay.setSpacing(2)
+        main_lay.addWidget(self.result_bar)
+        main_lay.addWidget(self.progress)
+        main_lay.addWidget(self.heatmap, 1)
+        main_lay.addWidget(self.summary)
         self.palette = ComponentPalette()
         self.plan = PlanView()
-        editor = QSplitter()
-        editor.addWidget(self.palette)
-        editor.addWidget(self.plan)
-        plan_box = QSplitter(Qt.Orientation.Vertical)
-        plan_box.addWidget(editor)
-        plan_box.addWidget(self.plan.chart)  # the plan's bars under palette + plan list
+        # One narrow column: the palette, the plan list and its bars, top to bottom.
+        self.plan_box = QSplitter(Qt.Orientation.Vertical)
+        self.plan_box.setObjectName("patchPlanArea")
+        self.plan_box.addWidget(self.palette)
+        self.plan_box.addWidget(self.plan)
+        self.plan_box.addWidget(self.plan.chart)  # the plan's bars under palette + plan list
+        self.plan_box.setStretchFactor(0, 3)
+        self.plan_box.setStretchFactor(1, 3)
+        self.plan_box.setStretchFactor(2, 4)
         self.splitter = QSplitter()
-        self.splitter.addWidget(sweep_box)
-        self.splitter.addWidget(plan_box)
+        self.splitter.addWidget(main)
+        self.splitter.addWidget(self.plan_box)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
+        self.splitter.setCollapsible(0, False)
         self.heatmap.enable_cell_drag(self._cell_mime)  # a drag on a cell adds it to the plan
         self._sized = False
+        bar.pairs_toggle.toggled.connect(self._show_pairs)
+        bar.plan_toggle.toggled.connect(self.plan_box.setVisible)
+        # Undo/redo of the plan while focus is anywhere in this panel (Ctrl+Z, Ctrl+Shift+Z).
+        self.addActions(self.plan.edit_actions())
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
+        lay.setSpacing(3)
+        lay.addWidget(self.sweep_bar)
         lay.addWidget(self.pairs_editor)
         lay.addWidget(self.message)
-        lay.addLayout(controls)
         lay.addWidget(self.splitter, 1)
+
+    def _show_pairs(self, shown: bool) -> None:
+        self.pairs_editor.setVisible(shown)
+        self.sweep_bar.pairs_toggle.setText(("▾ " if shown else "▸ ") + "Pairs")
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         super().showEvent(event)
-        if not self._sized and self.width() > 200:  # the sweep heatmap gets the larger half
+        if not self._sized and self.width() > 200:  # the heatmap gets the larger part
             self._sized = True
-            self.splitter.setSizes([int(self.width() * 0.5), int(self.width() * 0.5)])
+            self.splitter.setSizes([int(self.width() * 0.6), int(self.width() * 0.4)])
 
     # -- pairs (the editor lives in widgets/patch_pairs_view.py) ---------------------------------
     def add_pair(self, clean: str, corrupted: str, answer: str, counterfactual: str) -> None:
@@ -235,6 +195,20 @@ class PatchingPanel(QWidget):
     def show_message(self, text: str) -> None:
         self.message.setText(text)
         self.message.setVisible(bool(text))
+
+    def clear_results(self, text: str = IDLE) -> None:
+        """Forget every result (another model was loaded: they no longer apply)."""
+        self.result = self.exact = self.estimate = self.path = None
+        self._rows = []
+        self.heatmap.clear()
+        self.summary.setText(text)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        self.verify_button.setEnabled(False)
+        self.view_combo.blockSignals(True)
+        self.view_combo.setCurrentIndex(0)
+        self.view_combo.blockSignals(False)
+        self.plan.clear_result()
 
     # -- running ---------------------------------------------------------------------------------
     def set_busy(self, busy: bool) -> None:
@@ -342,7 +316,7 @@ class PatchingPanel(QWidget):
         first = self.heatmap.image.image is None or self.heatmap._shape != matrix.shape
         self.heatmap.set_matrix(matrix, levels, row_labels=row_labels, col_labels=col_labels,
                                 reset_view=first)
-        metric_label = dict(METRICS).get(result.metric, result.metric)
+        metric_label = METRIC_TEXT.get(result.metric, result.metric)
         self.heatmap.set_colorbar_label(SHORT.get(result.metric, result.metric))
         state = "done" if result.complete else f"{result.done}/{result.total} cells so far"
         how = (f"attribution estimate (linear), {result.seconds:.2f} s"

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -25,9 +26,12 @@ class PromptEditor(QWidget):
         self.setObjectName("PromptEditor")
         self.edit = QPlainTextEdit()
         self.edit.setObjectName("promptEdit")
-        self.edit.setPlaceholderText("Type a prompt, e.g. The Eiffel Tower is in")
+        self.edit.setPlaceholderText("Type a prompt, e.g. The Eiffel Tower is in  (Ctrl+Enter runs it)")
         self.edit.setToolTip("The prompt every panel analyses. Ctrl+Enter runs it.")
-        self.edit.setMaximumHeight(80)
+        # Two lines tall: the panels below, not the text box, get the height of a laptop screen.
+        lines = self.edit.fontMetrics().lineSpacing() * 2
+        frame = 2 * self.edit.frameWidth() + 2 * int(self.edit.document().documentMargin())
+        self.edit.setFixedHeight(lines + frame + 2)
         self.run_button = QPushButton("Run")
         self.run_button.setObjectName("runButton")
         self.run_button.setToolTip("Run the model on the prompt (Ctrl+Enter)")
@@ -46,19 +50,23 @@ class PromptEditor(QWidget):
         self.truncate_button.setToolTip("Keep the start-of-text token and the last tokens that "
                                         "fit the model's context")
         self.truncate_button.hide()
+        side = QVBoxLayout()
+        side.setSpacing(2)
+        side.addWidget(self.run_button)
+        side.addWidget(self.top_k)
+        side.addStretch(1)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Prompt"))
-        row.addStretch(1)
-        row.addWidget(self.top_k)
-        row.addWidget(self.run_button)
+        row.addWidget(self.edit, 1)
+        row.addLayout(side)
         lay = QVBoxLayout(self)
-        lay.setContentsMargins(6, 6, 6, 6)
+        lay.setContentsMargins(4, 4, 4, 2)
+        lay.setSpacing(2)
         lay.addLayout(row)
-        lay.addWidget(self.edit)
         msg_row = QHBoxLayout()
         msg_row.addWidget(self.message, 1)
         msg_row.addWidget(self.truncate_button)
         lay.addLayout(msg_row)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self.run_button.clicked.connect(self._emit_run)
         self.truncate_button.clicked.connect(lambda: self._emit_run(truncate=True))
         for keys in ("Ctrl+Return", "Ctrl+Enter"):

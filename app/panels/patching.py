@@ -134,9 +134,14 @@ class PatchingBinding(PanelBinding):
 
     # -- model -----------------------------------------------------------------------------------
     def on_model_loaded(self, info) -> None:
+        self.widget.clear_results(f"{info.name} is loaded. Run a sweep to see which components "
+                                  "carry the answer.")
         self.widget.palette.set_model(info.n_layers, info.n_heads, info.d_mlp)
         self.check()
         self.validate_plan(info)
+
+    def on_no_model(self, text: str) -> None:
+        self.widget.clear_results(text)
 
     # -- the patch plan --------------------------------------------------------------------------
     @staticmethod

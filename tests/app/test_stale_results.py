@@ -23,6 +23,11 @@ def test_loading_another_model_reruns_the_prompt_on_it(qtbot, window, artifacts_
     run_prompt_and_wait(qtbot, window, PROMPT)
     before = window.controller.last_prompt_result
     predictions = _panel(window, "predictionsDock")
+    patching = _panel(window, "patchingDock")
+    with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
+                          check_params_cb=lambda ch: ch == "patching"):
+        qtbot.mouseClick(patching.run_button, Qt.MouseButton.LeftButton)
+    assert patching.heatmap.image.image is not None
     with qtbot.waitSignal(window.controller.busy_changed, timeout=120_000,
                           check_params_cb=lambda busy: busy is False):
         window.load_model(ModelSpec("bundled", device="cpu"))  # what Ctrl+L's dialog does
@@ -36,6 +41,9 @@ def test_loading_another_model_reruns_the_prompt_on_it(qtbot, window, artifacts_
     assert predictions.model.rowCount() == len(ids)
     assert predictions.model.item(1, 1).text() == after.str_tokens[1].replace(" ", "·")
     assert "lensbench-organism" in window.windowTitle()
+    # The old model's sweep is gone, not shown under the new model's name.
+    assert patching.result is None and patching.heatmap.image.image is None
+    assert "lensbench-organism is loaded" in patching.summary.text()
     window.grab().save(str(artifacts_dir / "stale_model_switch.png"))
 
 
