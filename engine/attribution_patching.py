@@ -93,7 +93,8 @@ def run_attribution_patching(host, request: AttributionPatchRequest,
                        tuple(pairs.corrupted_str[0]), time.perf_counter() - started, 0, True,
                        {"estimate": "attribution patching", "components": (request.kind,),
                         "part_shapes": {request.kind: values.shape},
-                        "part_axes": {request.kind: axes}},
+                        "part_axes": {request.kind: axes},
+                        "raw_baselines": (metric.hi, metric.lo)},
                        "linear estimate: one forward and backward pass (TransformerLens's "
                        "cache_activation_and_gradient)")
 

@@ -85,6 +85,7 @@ class PlanResult:
     metric: str
     seconds: float
     path: str = ""
+    raw_baselines: tuple[float, float] = (float("nan"), float("nan"))  # before normalising
 
 
 def item_problem(item: PlanItem, n_layers: int, n_heads: int, d_mlp: int, n_kv: int = 0,
@@ -185,4 +186,5 @@ def run_plan(host, request: PlanRequest, ctx: JobContext) -> PlanResult:
     return PlanResult(("all together", *[i.label() for i in request.items]),
                       values.astype(np.float32), clean_v, corr_v,
                       "corrupted" if direction == "denoise" else "clean", request.metric,
-                      time.perf_counter() - started, runner.path_summary())
+                      time.perf_counter() - started, runner.path_summary(),
+                      (metric.hi, metric.lo))

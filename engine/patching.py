@@ -286,7 +286,8 @@ def run_sweep(host, request: SweepRequest, ctx: JobContext) -> SweepResult:
         parts[0], info.n_heads, info.n_key_value_heads)
     labels = {"components": parts, "part_shapes": shapes,
               "part_axes": {p: sweep_axes(p, info.n_heads, info.n_key_value_heads)
-                            for p in parts}}
+                            for p in parts},
+              "raw_baselines": (metric.hi, metric.lo)}  # before normalising, for the panel
     if info.is_gqa:
         group = info.n_heads // info.n_key_value_heads
         labels["kv_groups"] = tuple(tuple(range(g * group, (g + 1) * group))

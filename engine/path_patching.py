@@ -60,6 +60,9 @@ class PathPatchResult:
     forwards: int = 0
     receiver_axis: str = "head"
     path: str = ""
+    # (clean, corrupted) of the metric before normalising (logit differences for the normalised
+    # metric): what the normalisation divides by, shown next to it.
+    raw_baselines: tuple[float, float] = (float("nan"), float("nan"))
 
     @property
     def label(self) -> str:
@@ -143,7 +146,8 @@ def run_path_patching(host, request: PathPatchRequest, ctx: JobContext) -> PathP
     return PathPatchResult(senders, request.component, values.reshape(n_layers, width), direct,
                            clean_v, corr_v, request.metric, time.perf_counter() - started,
                            runner.forwards + len(receiver_layers), axis,
-                           f"receivers' inputs computed once per layer; {runner.path_summary()}")
+                           f"receivers' inputs computed once per layer; {runner.path_summary()}",
+                           (runner.metric.hi, runner.metric.lo))
 
 
 def _layer_input(model, tokens, layer: int, delta, name: str) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """A reusable pyqtgraph bar chart over named categories: labelled axes, hover values, clicks.
 
-Bars are coloured by sign (blue positive, red negative). Optional per-bar spread (error bars from
+Bars are coloured by sign (blue positive, red negative: widgets/colors.py, as in every heatmap). Optional per-bar spread (error bars from
 ``lower`` to ``upper``, e.g. min/max over a batch of prompts) and per-sample dots. Category labels
 are thinned automatically so they never overlap; the hover line always gives the full label.
 Used by the attribution panel; any panel that plots one number per component can reuse it.
@@ -17,9 +17,8 @@ from PySide6.QtGui import QColor, QFontMetrics
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from widgets.axes import tidy_plot
+from widgets.colors import NEGATIVE, POSITIVE
 
-POSITIVE = QColor(49, 110, 180)
-NEGATIVE = QColor(200, 60, 50)
 HIGHLIGHT = QColor(255, 170, 0)
 
 
@@ -109,6 +108,7 @@ class BarChart(QWidget):
         lay.addWidget(self.plot_widget, 1)
         lay.addWidget(self.hover_line)
         self.labels: list[str] = []
+        self.origin = 0.0
         self.values = np.zeros(0, dtype=np.float32)
         self.lower: np.ndarray | None = None
         self.upper: np.ndarray | None = None
@@ -131,10 +131,13 @@ class BarChart(QWidget):
         self.plot.setTitle(title, color="#222", size="10pt")
 
     def set_data(self, labels, values, lower=None, upper=None, samples=None,
-                 details=None, overlay=None, overlay_name: str = "") -> None:
+                 details=None, overlay=None, overlay_name: str = "", origin: float = 0.0) -> None:
         """``values[i]`` for ``labels[i]``; ``lower``/``upper`` draw a spread; ``samples`` [S, n]
         draws one dot per sample; ``details[i]`` extends the hover text; ``overlay`` [n] is a
-        line drawn over the bars (e.g. a second estimate of the same quantity)."""
+        line drawn over the bars (e.g. a second estimate of the same quantity). Bars start at
+        ``origin`` (e.g. a baseline run's value) and are blue above it, red below."""
+        self.origin = float(origin)
+        self.zero.setValue(self.origin)
         self.labels = [str(s) for s in labels]
         self.values = np.asarray(values, dtype=np.float64).reshape(-1)
         n = len(self.labels)
@@ -149,7 +152,8 @@ class BarChart(QWidget):
         self.axis.set_labels(self.labels)
         idx = np.arange(n, dtype=np.float64)
         v = np.nan_to_num(self.values)
-        brushes = [pg.mkBrush(POSITIVE if x >= 0 else NEGATIVE) for x in v]
+        o = self.origin
+        brushes = [pg.mkBrush(POSITIVE if x >= o else NEGATIVE) for x in v]
         pens = [pg.mkPen(HIGHLIGHT, width=3) if i == self.highlighted else pg.mkPen(None)
                 for i in range(n)]
         width = 0.7
@@ -160,10 +164,10 @@ class BarChart(QWidget):
             self.hover_line.setText(" ")
             return
         if self.vertical:
-            self.bars = pg.BarGraphItem(x=idx, height=np.abs(v), y0=np.minimum(v, 0),
+            self.bars = pg.BarGraphItem(x=idx, height=np.abs(v - o), y0=np.minimum(v, o),
                                         width=width, brushes=brushes, pens=pens)
         else:
-            self.bars = pg.BarGraphItem(y=idx, width=np.abs(v), x0=np.minimum(v, 0),
+            self.bars = pg.BarGraphItem(y=idx, width=np.abs(v - o), x0=np.minimum(v, o),
                                         height=width, brushes=brushes, pens=pens)
         self.plot.addItem(self.bars)
         if self.lower is not None and self.upper is not None and n:
@@ -202,7 +206,7 @@ class BarChart(QWidget):
 
     def _fit(self) -> None:
         n = len(self.labels)
-        vals = [self.values, np.zeros(1)]
+        vals = [self.values, np.full(1, self.origin)]
         for extra in (self.lower, self.upper):
             if extra is not None:
                 vals.append(extra)

@@ -1,4 +1,6 @@
-"""A layers × heads heatmap with a symmetric diverging colour bar (direct logit attribution)."""
+"""A layers × heads heatmap with a symmetric diverging colour bar (direct logit attribution).
+
+Blue is positive and red negative, as in the bar charts beside it (widgets/colors.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from widgets.axes import tidy_axis, tidy_plot
+from widgets.colors import diverging
 
-DIVERGING = pg.ColorMap([0.0, 0.5, 1.0], [(33, 102, 172), (247, 247, 247), (178, 24, 43)])
+DIVERGING = diverging()
 
 
 class HeadHeatmap(QWidget):

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from widgets.axes import tidy_axis, tidy_plot
+from widgets.colors import diverging
 from widgets.token_strip import visible
 
 COLORMAPS = ("viridis", "inferno", "magma", "plasma", "cividis", "blues", "turbo", "CET-D1")
@@ -39,6 +40,8 @@ def colormap(name: str) -> pg.ColorMap:
     """A pyqtgraph colour map by name; 'blues' is CircuitsVis's white-to-blue ramp."""
     if name == "blues":
         return pg.ColorMap([0.0, 1.0], [(255, 255, 255), (8, 48, 107)], name="blues")
+    if name == "diverging":
+        return diverging()
     return pg.colormap.get(name)
 
 

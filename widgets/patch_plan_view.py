@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QBrush, QColor, QKeySequence, QUndoCommand, QUndoStack
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from widgets.axes import fmt
 from widgets.bar_chart import BarChart
 from widgets.component_palette import MIME_TYPE, parse_mime
 
@@ -253,9 +255,15 @@ class PlanView(QWidget):
 
     def set_result(self, result) -> None:
         self.result = result
-        self.chart.set_data(list(result.labels), result.values)
-        self.chart.set_title(f"on the {result.base} run · dashed: clean "
-                             f"{result.clean_value:.3f}, corrupted {result.corrupted_value:.3f}")
+        base = result.corrupted_value if result.base == "corrupted" else result.clean_value
+        self.chart.set_data(list(result.labels), result.values, origin=base)
+        raw = getattr(result, "raw_baselines", None)
+        raw_text = ""
+        if result.metric == "logit_diff_norm" and raw is not None and np.all(np.isfinite(raw)):
+            raw_text = f" (raw logit diff {fmt(raw[0])}, {fmt(raw[1])})"
+        self.chart.set_title(f"on the {result.base} run (bars start there) · dashed: clean "
+                             f"{fmt(result.clean_value)}, corrupted "
+                             f"{fmt(result.corrupted_value)}{raw_text}")
         self.chart.set_axis_titles("", result.metric)
         for line in self.baselines:
             self.chart.plot.removeItem(line)

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 # key, text in the box, full description (the item's tooltip)
 METRICS = [("logit_diff_norm", "Logit diff, normalised",
-            "Logit difference, normalised: corrupted run 0, clean run 1"),
+            "Logit difference, normalised"),
            ("logit_diff", "Logit diff", "Logit difference: answer − counterfactual"),
            ("prob", "P(answer)", "Probability of the answer"),
            ("loss", "Loss on answer", "Loss on the answer (−log p)")]

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from widgets.axes import fmt
 from widgets.component_palette import ComponentPalette, component_mime
 from widgets.heatmap import HeatmapView
 from widgets.patch_pairs_view import PairsEditor
@@ -38,6 +39,34 @@ SWEEP_COMPONENT = {"head_out": "z", "head_out_by_pos": "z", "head_q": "q", "head
                    "head_v": "v", "head_pattern": "pattern", "path": "z", "head_q_by_pos": "q",
                    "head_k_by_pos": "k", "head_v_by_pos": "v", "head_pattern_by_pos": "pattern"}
 IDLE = "Run a sweep to see which components carry the answer."
+
+
+MIN_GAP = 1.0  # logits: below this the normalised metric mostly shows noise
+
+
+def baseline(result) -> tuple[float, str]:
+    """(value, description) of a cell whose patch changes nothing."""
+    if (result.labels or {}).get("estimate"):
+        return 0.0, "no change"
+    if getattr(result, "direction", "denoise") == "noise":
+        return float(result.clean_value), "clean run"
+    return float(result.corrupted_value), "corrupted run"
+
+
+def raw_baseline_text(result) -> tuple[str, str]:
+    """For the normalised metric: (" (raw logit difference: clean x, corrupted y)", a warning
+    when the gap it divides by is small); ("", "") otherwise."""
+    raw = (result.labels or {}).get("raw_baselines")
+    if result.metric != "logit_diff_norm" or raw is None or not np.all(np.isfinite(raw)):
+        return "", ""
+    hi, lo = (float(v) for v in raw)
+    text = f" (raw logit difference: clean {fmt(hi)}, corrupted {fmt(lo)})"
+    warning = ""
+    if abs(hi - lo) < MIN_GAP:
+        warning = (f"⚠ The clean and corrupted runs differ by only {abs(hi - lo):.3f} in logit "
+                   "difference, and the normalised metric divides by that: small changes look "
+                   "large. Use pairs whose answer flips, or the raw logit difference.")
+    return text, warning
 
 
 def cell_grid(axes: tuple[str, ...], shape: tuple[int, ...]) -> tuple[list[tuple], str]:
@@ -111,6 +140,11 @@ class PatchingPanel(QWidget):
         self.summary = QLabel(IDLE)
         self.summary.setObjectName("patchingSummary")
         self.summary.setWordWrap(True)
+        self.warning = QLabel()
+        self.warning.setObjectName("patchingWarning")
+        self.warning.setStyleSheet("color: #8a5a00;")
+        self.warning.setWordWrap(True)
+        self.warning.hide()
         self.result = None
         self._rows: list[tuple] = []
         self._check = None
@@ -123,6 +157,7 @@ class PatchingPanel(QWidget):
         main_lay.addWidget(self.progress)
         main_lay.addWidget(self.heatmap, 1)
         main_lay.addWidget(self.summary)
+        main_lay.addWidget(self.warning)
         self.palette = ComponentPalette()
         self.plan = PlanView()
         # One narrow column: the palette, the plan list and its bars, top to bottom.
@@ -202,6 +237,7 @@ class PatchingPanel(QWidget):
         self._rows = []
         self.heatmap.clear()
         self.summary.setText(text)
+        self.warning.hide()
         self.progress.setValue(0)
         self.progress.setFormat("idle")
         self.verify_button.setEnabled(False)
@@ -260,9 +296,10 @@ class PatchingPanel(QWidget):
             done=int(np.isfinite(result.receivers).sum()),
             total=int(np.isfinite(result.receivers).sum()), clean_value=result.clean_value,
             corrupted_value=result.corrupted_value, clean_tokens=tokens, corrupted_tokens=corr,
-            seconds=result.seconds, chunk_size=0, complete=True,
+            seconds=result.seconds, chunk_size=0, complete=True, direction="denoise",
             labels={"path": f"{result.label} → {result.component}",
-                    "direct": float(result.direct_to_logits)})
+                    "direct": float(result.direct_to_logits),
+                    "raw_baselines": tuple(getattr(result, "raw_baselines", ()) or ()) or None})
         if self.view_combo.currentData() != "path":
             self.view_combo.setCurrentIndex(2)
         else:
@@ -294,15 +331,13 @@ class PatchingPanel(QWidget):
         col = axes.index(col_axis)
         matrix = np.moveaxis(values, col, -1).reshape(len(rows), values.shape[col])
         finite = matrix[np.isfinite(matrix)]
-        if result.metric in ("logit_diff_norm", "logit_diff"):
-            span = max(float(np.abs(finite).max()) if finite.size else 1.0, 1e-6)
-            if result.metric == "logit_diff_norm":
-                span = max(span, 1.0)
-            levels = (-span, span)
-            self.heatmap.set_colormap("CET-D1")
-        else:
-            levels = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-            self.heatmap.set_colormap("viridis")
+        # Diverging around the value a cell has when its patch changes nothing (the base run's
+        # metric, or 0 for an estimate of the change): white = no effect, blue = above it.
+        centre, what = baseline(result)
+        gap = abs(result.clean_value - result.corrupted_value)
+        span = max(float(np.abs(finite - centre).max()) if finite.size else 0.0, gap, 1e-6)
+        levels = (centre - span, centre + span)
+        self.heatmap.set_colormap("diverging")
         row_labels = [self._row_label(axes, col_axis, r) for r in rows]
         if col_axis == "pos":
             col_labels = [f"{i}:{t}" for i, t in enumerate(result.clean_tokens)]
@@ -317,7 +352,12 @@ class PatchingPanel(QWidget):
         self.heatmap.set_matrix(matrix, levels, row_labels=row_labels, col_labels=col_labels,
                                 reset_view=first)
         metric_label = METRIC_TEXT.get(result.metric, result.metric)
-        self.heatmap.set_colorbar_label(SHORT.get(result.metric, result.metric))
+        change = "change in " if (result.labels or {}).get("estimate") else ""
+        self.heatmap.set_colorbar_label(f"{change}{SHORT.get(result.metric, result.metric)} "
+                                        f"(white = {what})")
+        raw, warning = raw_baseline_text(result)
+        self.warning.setText(warning)
+        self.warning.setVisible(bool(warning))
         state = "done" if result.complete else f"{result.done}/{result.total} cells so far"
         how = (f"attribution estimate (linear), {result.seconds:.2f} s"
                if (result.labels or {}).get("estimate") else
@@ -329,12 +369,13 @@ class PatchingPanel(QWidget):
             self.summary.setText(
                 f"Path patching {sl_sh} of later heads (grey: not after a sender), "
                 f"{result.seconds:.2f} s. Senders → logits directly: "
-                f"{result.labels['direct']:.3f}. {metric_label}: clean "
-                f"{result.clean_value:.3f}, corrupted {result.corrupted_value:.3f}.")
+                f"{fmt(result.labels['direct'])}. {metric_label}: clean "
+                f"{fmt(result.clean_value)}, corrupted {fmt(result.corrupted_value)}{raw}.")
             return
         self.summary.setText(
             f"{dict(SWEEPS).get(result.kind, result.kind)} — {state}; {how}. {metric_label}: "
-            f"clean {result.clean_value:.3f}, corrupted {result.corrupted_value:.3f}.{corr}")
+            f"clean {fmt(result.clean_value)}, corrupted {fmt(result.corrupted_value)}{raw}; "
+            f"white = {what}.{corr}")
 
     def _row_label(self, axes, col_axis, row: tuple) -> str:
         names = [a for a in axes if a != col_axis]
