@@ -87,27 +87,13 @@ def hook_names(layer: int) -> tuple[str, str]:
 
 
 def _sequences(host, request: AttentionRequest) -> list[tuple[str, torch.Tensor, int]]:
-    """(label, token ids [1, pos], truncated_from) for every batch item; errors name the item."""
+    """(label, token ids [1, pos], truncated_from) for every batch item; errors name the item.
+
+    Prompts come first, then explicit token sequences (e.g. the induction scanner's repeated
+    random tokens shown next to the user's prompt); ``labels`` name them in that order.
+    """
     out: list[tuple[str, torch.Tensor, int]] = []
     n_ctx = host.info.n_ctx
-    if request.token_ids:
-        d_vocab = host.info.d_vocab
-        for i, ids in enumerate(request.token_ids):
-            label = request.labels[i] if i < len(request.labels) else f"tokens {i}"
-            ids = [int(t) for t in ids]
-            if not ids:
-                raise InputError(f"{label}: the token sequence is empty.", "Give at least 1 token.")
-            bad = [t for t in ids if not 0 <= t < d_vocab]
-            if bad:
-                raise InputError(f"{label}: token id {bad[0]} is outside the vocabulary "
-                                 f"(0..{d_vocab - 1}).", "Use ids of this model's tokenizer.")
-            if len(ids) > n_ctx:
-                raise InputError(f"{label}: {len(ids)} tokens, but the model's context is "
-                                 f"{n_ctx} tokens.", "Use a shorter sequence.")
-            out.append((label, torch.tensor([ids], dtype=torch.long, device=host.device), 0))
-        return out
-    if not request.prompts:
-        raise InputError("There is no prompt to show attention for.", "Type a prompt and run it.")
     for i, text in enumerate(request.prompts):
         tokens = tokenize(host, text, request.prepend_bos, request.truncate)
         full = 0
@@ -117,6 +103,23 @@ def _sequences(host, request: AttentionRequest) -> list[tuple[str, torch.Tensor,
             full = int(n_full) if n_full > tokens.shape[-1] else 0
         label = request.labels[i] if i < len(request.labels) else text
         out.append((label, tokens, full))
+    d_vocab = host.info.d_vocab
+    for j, ids in enumerate(request.token_ids):
+        i = len(request.prompts) + j
+        label = request.labels[i] if i < len(request.labels) else f"tokens {j}"
+        ids = [int(t) for t in ids]
+        if not ids:
+            raise InputError(f"{label}: the token sequence is empty.", "Give at least 1 token.")
+        bad = [t for t in ids if not 0 <= t < d_vocab]
+        if bad:
+            raise InputError(f"{label}: token id {bad[0]} is outside the vocabulary "
+                             f"(0..{d_vocab - 1}).", "Use ids of this model's tokenizer.")
+        if len(ids) > n_ctx:
+            raise InputError(f"{label}: {len(ids)} tokens, but the model's context is "
+                             f"{n_ctx} tokens.", "Use a shorter sequence.")
+        out.append((label, torch.tensor([ids], dtype=torch.long, device=host.device), 0))
+    if not out:
+        raise InputError("There is no prompt to show attention for.", "Type a prompt and run it.")
     return out
 
 

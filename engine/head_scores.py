@@ -115,6 +115,41 @@ def detector_scores(
     return torch.tensor(rounded, dtype=torch.float64)
 
 
+def best_possible_score(detection: torch.Tensor, *, exclude_bos: bool = False,
+                        exclude_current_token: bool = False, error_measure: str = "mul") -> float:
+    """The detect_head score of a perfect head for ``detection`` [q, k] on this sequence.
+
+    On a natural prompt few positions have an earlier copy of their token, so even a perfect
+    induction head scores far below 1 ("The cat sat on the mat. The cat": 2 of 11 rows). The
+    perfect head puts each row's attention on the pattern's cells (not on excluded ones); a row
+    without any attends where it is not counted if an exclusion allows, else anywhere. Scored by
+    :func:`detector_scores`, i.e. by head_detector's own arithmetic.
+    """
+    d = detection.float().cpu()
+    n = d.shape[-1]
+    ideal = torch.zeros(n, n)
+    for q in range(n):
+        excluded = set()
+        if exclude_bos:
+            excluded.add(0)
+        if exclude_current_token:
+            excluded.add(q)
+        cells = [k for k in range(q + 1) if d[q, k] > 0 and k not in excluded]
+        if cells:
+            ideal[q, cells] = 1.0 / len(cells)
+        else:
+            ideal[q, min(excluded) if excluded else q] = 1.0
+    score = detector_scores(ideal[None, None], d[None], exclude_bos=exclude_bos,
+                            exclude_current_token=exclude_current_token,
+                            error_measure=error_measure)
+    return float(score[0, 0])
+
+
+def pattern_rows(detection: torch.Tensor) -> int:
+    """How many query rows of ``detection`` [q, k] have any cell (e.g. an earlier copy)."""
+    return int((torch.tril(detection.float()) > 0).any(-1).sum())
+
+
 def stripe_positions(seq_len: int, start: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Query and key positions of the induction stripe for [start tokens] + r + r, r of length T.
 

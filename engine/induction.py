@@ -31,10 +31,12 @@ from engine.errors import InputError, is_out_of_memory
 from engine.head_scores import (
     DETECTOR_KINDS,
     ERROR_MEASURES,
+    best_possible_score,
     check_painted,
     compile_formula,
     detection_pattern,
     detector_scores,
+    pattern_rows,
     stripe_scores,
 )
 from engine.jobs import JobContext
@@ -99,6 +101,10 @@ class InductionResult:
     n_forward_passes: int = 1
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
+    # Per prompt score: what a perfect head would score on this prompt, and how many query
+    # positions the pattern has cells in (few repeated tokens: a low ceiling).
+    prompt_ceilings: dict[str, float] = field(default_factory=dict)
+    prompt_pattern_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def first_half_slice(self) -> slice:
@@ -433,6 +439,9 @@ def run_induction_scan(host, request: InductionRequest, ctx: JobContext) -> Indu
         n_forward_passes=n_passes,
         seconds=time.perf_counter() - started,
         notes=tuple(notes),
+        prompt_ceilings={k: best_possible_score(p[0], **opts)
+                         for k, p in prompt_patterns.items()},
+        prompt_pattern_rows={k: pattern_rows(p[0]) for k, p in prompt_patterns.items()},
     )
 
 

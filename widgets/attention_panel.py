@@ -258,6 +258,12 @@ class AttentionPanel(QWidget):
         self.export_button.setEnabled(False)
         self.summary.setText(text)
 
+    def select_item(self, label: str) -> None:
+        """Show the batch item called ``label`` (e.g. the scanner's repeated tokens)."""
+        idx = self.item_combo.findData(label)
+        if idx >= 0:
+            self.item_combo.setCurrentIndex(idx)
+
     def set_kept(self, labels) -> None:
         self._kept = set(labels)
         self._sync_keep()

@@ -82,6 +82,7 @@ class InductionPanel(QWidget):
     sig_head_clicked = Signal(int, int)  # layer, head
     sig_ablate = Signal(object)  # dict: heads, mode, control_sets, control_seed
     sig_export = Signal(str)  # "png", "svg" or "csv"
+    sig_inspect = Signal()  # show the selected head on the repeated sequence (attention panel)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -220,12 +221,27 @@ class InductionPanel(QWidget):
         row.addWidget(QLabel("threshold"))
         row.addWidget(self.threshold, 1)
         row.addWidget(self.threshold_label)
+        self.inspect_button = QToolButton()
+        self.inspect_button.setObjectName("inductionInspect")
+        self.inspect_button.setText("Attention on repeated ▸")
+        self.inspect_button.setToolTip("Add the first repeated random sequence to the attention "
+                                       "panel's prompts (your prompt stays there) and show the "
+                                       "selected head on it. Also: double-click a head.")
+        self.inspect_button.setEnabled(False)
+        self.inspect_button.clicked.connect(self.sig_inspect.emit)
+        row.addWidget(self.inspect_button)
         for kind in ("png", "svg", "csv"):
-            b = QPushButton(kind.upper())
+            b = QToolButton()
+            b.setText(kind.upper())
             b.setToolTip(f"Export the score maps as {kind.upper()}.")
             b.clicked.connect(lambda _=False, k=kind: self.sig_export.emit(k))
             self.export_buttons[kind] = b
             row.addWidget(b)
+        self.ceiling_note = QLabel()
+        self.ceiling_note.setObjectName("inductionCeilingNote")
+        self.ceiling_note.setStyleSheet(AMBER)
+        self.ceiling_note.setWordWrap(True)
+        self.ceiling_note.hide()
         self.heat = HeatmapView(x_label="head (one block per score)", y_label="layer",
                                 colorbar_label="score", aspect_locked=False)
         self.heat.setObjectName("inductionHeatmap")
@@ -240,9 +256,11 @@ class InductionPanel(QWidget):
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setToolTip("Every head, best first by the 'rank by' score. Click one to show it "
-                              "in the attention panel on the repeated sequence.")
+        self.table.setToolTip("Every head, best first by the 'rank by' score. Click one to select "
+                              "it everywhere; double-click to see it on the repeated sequence "
+                              "in the attention panel.")
         self.table.cellClicked.connect(self._on_row_clicked)
+        self.table.cellDoubleClicked.connect(lambda *_: self.sig_inspect.emit())
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.heat)
         split.addWidget(self.table)
@@ -251,6 +269,7 @@ class InductionPanel(QWidget):
         lay = QVBoxLayout(w)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(row)
+        lay.addWidget(self.ceiling_note)
         lay.addWidget(split, 1)
         self.source.currentIndexChanged.connect(self._redraw)
         self.rank_by.currentIndexChanged.connect(self._redraw)
@@ -286,6 +305,9 @@ class InductionPanel(QWidget):
         self.ablate_button.setToolTip("Ablate the marked heads on hook_z, re-run the repeated "
                                       "sequences, and compare with random control sets.")
         self.ablate_button.clicked.connect(self._emit_ablate)
+        self.ablate_heads_label = QLabel("")
+        self.ablate_heads_label.setObjectName("inductionAblateHeads")
+        self.ablate_heads_label.setWordWrap(True)
         self.ablate_summary = QLabel("Scan, choose a threshold, then ablate the marked heads.")
         self.ablate_summary.setWordWrap(True)
         self.ablate_summary.setObjectName("inductionAblateSummary")
@@ -306,6 +328,7 @@ class InductionPanel(QWidget):
         lay = QVBoxLayout(w)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(row)
+        lay.addWidget(self.ablate_heads_label)
         lay.addWidget(self.ablate_summary)
         lay.addWidget(split, 1)
         return w
@@ -394,7 +417,7 @@ class InductionPanel(QWidget):
         self.sig_scan.emit(self.settings())
 
     def _emit_ablate(self) -> None:
-        heads = self.marked_heads()
+        heads = self.marked_heads("repeated")  # the ablation runs on the repeated tokens
         if self._result is None:
             self.show_message("Scan first: the ablation uses the scan's repeated sequences.")
             return
@@ -428,6 +451,7 @@ class InductionPanel(QWidget):
 
     def clear(self) -> None:
         self._result = None
+        self.inspect_button.setEnabled(False)
         self._ablation = None
         self._blocks = []
         self._draw_marks()  # hides the old outlines
@@ -445,6 +469,7 @@ class InductionPanel(QWidget):
         self.ablate_bars.clear()
         self.summary.setText("Scan to score every head on repeated random tokens.")
         self.ablate_summary.setText("Scan, choose a threshold, then ablate the marked heads.")
+        self._update_threshold_label()
 
     def show_message(self, text: str, warn: bool = False) -> None:
         """A problem (red) or, with ``warn``, a caution about what is shown (amber)."""
@@ -488,6 +513,7 @@ class InductionPanel(QWidget):
         if self._warning:  # a "these scores are stale" note no longer applies
             self.show_message("")
         self._result = result
+        self.inspect_button.setEnabled(True)
         self._ablation = None
         r = result
         lo = -1.0 if r.error_measure == "abs" else 0.0
@@ -550,9 +576,10 @@ class InductionPanel(QWidget):
     def threshold_value(self) -> float:
         return self.threshold.value() / 100.0
 
-    def marked_heads(self) -> list[tuple[int, int]]:
-        """Heads at or above the threshold on the 'rank by' score of the current source."""
-        maps = self.scores()
+    def marked_heads(self, source: str | None = None) -> list[tuple[int, int]]:
+        """Heads at or above the threshold on the 'rank by' score of ``source`` (default: the
+        one the maps show)."""
+        maps = self.scores(source)
         key = self.rank_by.currentData()
         if key not in maps:
             return []
@@ -716,6 +743,55 @@ class InductionPanel(QWidget):
     def _update_threshold_label(self) -> None:
         n = len(self.marked_heads())
         self.threshold_label.setText(f"≥ {self.threshold_value():.2f}: {n} head{'s' * (n != 1)}")
+        self._update_ceiling_note()
+        if not hasattr(self, "ablate_heads_label"):
+            return  # still building the tabs
+        # The ablation runs on the repeated random tokens, so it takes their scores, whichever
+        # scores the maps show.
+        heads = self.marked_heads("repeated")
+        key = self.rank_by.currentData()
+        if self._result is None:
+            self.ablate_heads_label.setText("")
+        elif heads:
+            self.ablate_heads_label.setText(
+                f"Will ablate {len(heads)}: {', '.join(_label(*h) for h in heads)} "
+                f"({SCORE_TITLES[key]} ≥ {self.threshold_value():.2f} on the repeated random "
+                "tokens, which the ablation runs on).")
+        else:
+            self.ablate_heads_label.setText(
+                f"No head has {SCORE_TITLES[key].lower()} ≥ {self.threshold_value():.2f} on the "
+                "repeated random tokens: lower the threshold (Head scores tab).")
+
+    def _update_ceiling_note(self) -> None:
+        """On a natural prompt even a perfect head scores low: say how low, and what to use."""
+        r, key = self._result, self.rank_by.currentData()
+        ceilings = getattr(r, "prompt_ceilings", None) or {}
+        if r is None or self.source.currentData() != "prompt" or key not in ceilings:
+            self.ceiling_note.hide()
+            return
+        ceiling = float(ceilings[key])
+        if ceiling >= 0.9:
+            self.ceiling_note.hide()
+            return
+        rows = int(r.prompt_pattern_rows.get(key, 0))
+        n = len(r.prompt_str_tokens)
+        thr = self.threshold_value()
+        text = (f"On your prompt a perfect {SCORE_TITLES[key].lower()} head would score at most "
+                f"{ceiling:.2f}: only {rows} of its {n} positions have a cell in the pattern")
+        if key in ("induction", "duplicate"):
+            text += " (few tokens repeat)"
+        if ceiling < thr:
+            text += f", below the threshold {thr:.2f}, so no head can reach it"
+        scores = self.scores("prompt").get(key)
+        if scores is not None and ceiling > 0:
+            la, h = np.unravel_index(int(np.argmax(scores)), scores.shape)
+            best = float(scores[la, h])
+            text += (f". The best head, {_label(int(la), int(h))}, scores {best:.3f}: "
+                     f"{best / ceiling:.0%} of the most possible")
+        text += (". For a clean test use the repeated random tokens (scores on: Repeated random "
+                 "tokens): every token of their second half repeats.")
+        self.ceiling_note.setText(text)
+        self.ceiling_note.show()
 
     def _loss_values_shown(self, shown: bool) -> None:
         for name in ("left", "bottom"):

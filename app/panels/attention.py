@@ -45,6 +45,7 @@ class AttentionBinding(PanelBinding):
         self.kept: list[str] = []  # prompts kept in the batch besides the current one
         self._last: AttentionRequest | None = None
         self._pending: AttentionRequest | None = None
+        self._select_label: str | None = None  # the item to show when the result arrives
         panel.installEventFilter(self)
         panel.set_head(selection.layer, selection.head)
         return panel
@@ -71,11 +72,18 @@ class AttentionBinding(PanelBinding):
         return super().eventFilter(obj, event)
 
     def inspect_tokens(self, token_ids, label: str) -> None:
-        """Show attention on an explicit token sequence (e.g. from the induction scanner)."""
+        """Show attention on an explicit token sequence (e.g. from the induction scanner) as one
+        more item of the batch: the prompts shown so far stay in the prompt box."""
         from engine.attention import AttentionRequest
 
         ids = tuple(int(t) for t in token_ids)
-        self._submit(AttentionRequest(token_ids=(ids,), labels=(label or "tokens",),
+        label = label or "tokens"
+        prompts = self._last.prompts if self._last is not None else ()
+        if not prompts and self.controller.selection.prompt.strip():
+            prompts = (self.controller.selection.prompt,)
+        self._select_label = label
+        self._submit(AttentionRequest(prompts=prompts, token_ids=(ids,),
+                                      labels=(*prompts, label),
                                       scores=self.widget.mode() == "scores"))
         if self.window is not None:
             dock = self.window.docks.get(self.object_name)
@@ -107,6 +115,9 @@ class AttentionBinding(PanelBinding):
     def _show(self, result) -> None:
         self.widget.set_result(result)
         self.widget.set_busy(False)
+        label, self._select_label = self._select_label, None
+        if label is not None:
+            self.widget.select_item(label)
 
     def _on_error(self, info) -> bool:
         self.widget.set_busy(False)

@@ -39,6 +39,7 @@ class InductionBinding(PanelBinding):
         panel.sig_head_clicked.connect(self.select_head)
         panel.sig_ablate.connect(self.ablate)
         panel.sig_export.connect(self.export_dialog)
+        panel.sig_inspect.connect(self.inspect)
         sel.head_selected.connect(panel.set_selected_head)
         panel.set_selected_head(sel.layer, sel.head)
         self.result = None
@@ -150,9 +151,13 @@ class InductionBinding(PanelBinding):
 
     # -- linking ---------------------------------------------------------------------------------
     def select_head(self, layer: int, head: int) -> None:
-        """Select the head everywhere, and show it in the attention panel on the repeated tokens."""
+        """Select the head everywhere (the attention panel focuses it on what it shows)."""
         self.controller.selection.set_head(layer, head)
         self.widget.set_selected_head(layer, head)
+
+    def inspect(self) -> None:
+        """Add the repeated sequence to the attention panel's prompts and show it there; the
+        user's prompt stays one click away in its prompt box."""
         if self.result is not None:
             ids = [int(t) for t in self.result.rep_tokens[0]]
             self.controller.inspect_tokens.emit(ids, INSPECT_LABEL)

@@ -80,29 +80,39 @@ def test_scan_draws_engine_numbers(qtbot, window, shown, artifacts_dir):
     window.grab().save(str(artifacts_dir / "induction_panel.png"))
 
 
-def test_click_head_selects_it_and_shows_repeated_tokens(qtbot, window, shown):
+def test_click_head_selects_it_and_keeps_the_attention_prompt(qtbot, window, shown):
+    """A click selects the head everywhere; the attention panel keeps the user's prompt. The
+    repeated sequence is added next to it only when asked for (button or double-click)."""
     binding, panel = _binding(window), shown
     selection = window.controller.selection
+    attention = next(b for b in window.bindings if b.object_name == "attentionDock").widget
+    prompt_ids = attention.item().token_ids.tolist()
     target = (1, 2) if (selection.layer, selection.head) != (1, 2) else (0, 3)
     H = binding.result.n_heads
     # Click in the "Previous token" block (the second), cell of the target head.
     pos = panel.heat.data_to_widget((H + 1) + target[1] + 0.5, target[0] + 0.5)
     seen = []
-    selection.head_selected.connect(lambda la, h: seen.append(("head", la, h)))
-    window.controller.inspect_tokens.connect(lambda ids, label: seen.append(("ids", ids, label)))
-    with qtbot.waitSignal(window.controller.inspect_tokens, timeout=3000):
+    window.controller.inspect_tokens.connect(lambda ids, label: seen.append(label))
+    with qtbot.waitSignal(selection.head_selected, timeout=3000) as sig:
         qtbot.mouseClick(panel.heat.graphics.viewport(), Qt.MouseButton.LeftButton, pos=pos)
-    # The selection is set first, so the attention panel focuses the head on the new tokens.
-    assert seen == [("head", *target),
-                    ("ids", binding.result.rep_tokens[0].tolist(), "repeated random tokens")]
-    # The selected head is outlined in every block.
+    assert sig.args == list(target)
+    QApplication.processEvents()
+    assert seen == [] and not window.controller.busy
+    # The selected head is outlined in every block; attention focuses it, on the same prompt.
     rect = panel.heat.overlay_rect("sel1")
     assert rect is not None and rect.contains((H + 1) + target[1] + 0.5, target[0] + 0.5)
-    # The attention panel picks it up: the repeated sequence, focused on the head.
-    qtbot.waitUntil(lambda: not window.controller.busy, timeout=30_000)
-    attention = next(b for b in window.bindings if b.object_name == "attentionDock").widget
+    assert attention.item().token_ids.tolist() == prompt_ids
+    assert attention.focused_head() == target
+    # Asked for: the repeated sequence joins the batch, shown, and the prompt is still there.
+    with qtbot.waitSignal(window.controller.busy_changed, timeout=30_000,
+                          check_params_cb=lambda busy: busy is False):
+        qtbot.mouseClick(panel.inspect_button, Qt.MouseButton.LeftButton)
     assert attention.item().token_ids.tolist() == binding.result.rep_tokens[0].tolist()
     assert attention.focused_head() == target
+    labels = [attention.item_combo.itemData(i) for i in range(attention.item_combo.count())]
+    assert labels == [PROMPT, "repeated random tokens"]
+    attention.item_combo.setCurrentIndex(0)
+    assert attention.item().token_ids.tolist() == prompt_ids
 
 
 def test_table_click_and_hover(qtbot, window, shown):
@@ -266,3 +276,74 @@ def test_session_state_round_trip(qtbot, window):
         (17, "words", "abs", True, 42, "q - k == 5")
     binding.restore_session_state({"seq_len": "lots", "source": 3, "formula": None})  # ignored
     assert panel.seq_len.value() == 17
+
+
+CLASSIC = "The cat sat on the mat. The cat"
+
+
+@pytest.fixture()
+def bundled_window(qtbot):
+    """The main window on the bundled organism (real induction heads L1H1 and L3H1)."""
+    from app.main_window import MainWindow
+    from engine.model_sources import ModelSpec
+
+    win = MainWindow(restore_layout=False)
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.controller.busy_changed, timeout=120_000,
+                          check_params_cb=lambda busy: busy is False):
+        win.load_model(ModelSpec("bundled", device="cpu"))
+    win.docks["inductionDock"].raise_()
+    panel = _binding(win).widget
+    panel.seq_len.setValue(20)
+    panel.batch.setValue(8)
+    run_prompt_and_wait(qtbot, win, CLASSIC)  # the scanner is on screen: it scans
+    yield win
+    win.close()
+
+
+def test_classic_prompt_says_how_high_a_score_can_be(qtbot, bundled_window, artifacts_dir):
+    from transformer_lens.head_detector import get_induction_head_detection_pattern
+
+    win = bundled_window
+    binding = _binding(win)
+    panel = binding.widget
+    r = binding.result
+    panel.source.setCurrentIndex(panel.source.findData("prompt"))
+    panel.rank_by.setCurrentIndex(panel.rank_by.findData("induction"))
+    tokens = win.controller._worker.host.model.to_tokens(CLASSIC).cpu()
+    detection = get_induction_head_detection_pattern(tokens)
+    rows = int((detection > 0).any(-1).sum())
+    n = tokens.shape[-1]
+    ceiling = rows / n  # "mul": a perfect head scores 1 on the rows with an earlier copy, 0 else
+    assert 0 < ceiling < 0.3
+    assert r.prompt_ceilings["induction"] == pytest.approx(ceiling)
+    # No head beats the ceiling; the best real one gets close on this prompt.
+    assert r.prompt_scores["induction"].max() <= ceiling + 1e-6
+    assert panel.ceiling_note.isVisible()
+    text = panel.ceiling_note.text()
+    assert f"at most {ceiling:.2f}" in text and f"only {rows} of its {n} positions" in text
+    assert "repeated random tokens" in text.lower()
+    assert panel.threshold_label.text().endswith(": 0 heads")
+    panel.grab().save(str(artifacts_dir / "induction_ceiling.png"))
+    # On the repeated tokens there is no ceiling to explain.
+    panel.source.setCurrentIndex(panel.source.findData("repeated"))
+    assert not panel.ceiling_note.isVisible()
+
+
+def test_ablation_uses_the_repeated_scores_whatever_the_maps_show(qtbot, bundled_window):
+    win = bundled_window
+    binding = _binding(win)
+    panel = binding.widget
+    panel.source.setCurrentIndex(panel.source.findData("prompt"))  # 0 heads marked here
+    assert panel.marked_heads() == []
+    expected = panel.marked_heads("repeated")
+    assert (1, 1) in expected  # the organism's induction head
+    panel.tabs.setCurrentIndex(1)
+    assert "L1H1" in panel.ablate_heads_label.text()
+    with qtbot.waitSignal(win.controller.busy_changed, timeout=120_000,
+                          check_params_cb=lambda busy: busy is False):
+        qtbot.mouseClick(panel.ablate_button, Qt.MouseButton.LeftButton)
+    assert binding.ablation is not None
+    assert [tuple(h) for h in binding.ablation.heads] == expected
+    assert binding.ablation.ablated_halves[1] > binding.ablation.clean_halves[1] + 1.0

@@ -385,3 +385,33 @@ def test_chunked_ablation_equals_one_pass(tiny_host):
     np.testing.assert_allclose(many.loss_ablated, one.loss_ablated, atol=1e-5)
     np.testing.assert_allclose(many.loss_control, one.loss_control, atol=1e-5)
     np.testing.assert_allclose(many.control_halves, one.control_halves, atol=1e-5)
+
+
+def test_best_possible_score_bounds_every_head(seed=0):
+    """No attention pattern beats the ceiling (head_detector's own scoring), for every measure
+    and exclusion; the ceiling is what a 'perfect' head gets."""
+    from transformer_lens.head_detector import (
+        compute_head_attention_similarity_score,
+        get_induction_head_detection_pattern,
+    )
+
+    from engine.head_scores import best_possible_score
+
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.tensor([[0, 5, 7, 9, 5, 7, 3, 9, 11]])
+    detection = get_induction_head_detection_pattern(tokens)
+    n = tokens.shape[-1]
+    for measure in ("mul", "abs"):
+        for bos in (False, True):
+            for cur in (False, True):
+                opts = dict(exclude_bos=bos, exclude_current_token=cur, error_measure=measure)
+                ceiling = best_possible_score(detection, **opts)
+                best_seen = -1e9
+                for _ in range(100):
+                    logits = torch.randn(n, n, generator=gen) * 3
+                    logits = logits.masked_fill(torch.triu(torch.ones(n, n), 1).bool(), -1e9)
+                    pattern = torch.softmax(logits, -1)
+                    best_seen = max(best_seen, compute_head_attention_similarity_score(
+                        pattern, detection.clone(), **opts))
+                assert best_seen <= ceiling + 1e-6, (opts, best_seen, ceiling)
+                assert ceiling <= 1.0
