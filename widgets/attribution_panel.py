@@ -552,6 +552,10 @@ class AttributionPanel(QWidget):
         return {0: self.lens_chart.plot, 1: self.comp_chart.plot,
                 2: self.heatmap.view.ci}[self.tabs.currentIndex()]
 
+    def export_view(self):
+        """The view of the current tab (it prepares itself for export: title, no outlines)."""
+        return {0: self.lens_chart, 1: self.comp_chart, 2: self.heatmap}[self.tabs.currentIndex()]
+
     def export_table(self) -> tuple[list[str], list[list]]:
         """(header, rows) of the current tab's numbers: mean, min, max and every prompt."""
         r = self.result

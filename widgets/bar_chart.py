@@ -9,6 +9,7 @@ Used by the attribution panel; any panel that plots one number per component can
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import pyqtgraph as pg
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from widgets.axes import tidy_plot
 from widgets.colors import NEGATIVE, POSITIVE
+from widgets.heatmap import html_lines
 
 HIGHLIGHT = QColor(255, 170, 0)
 
@@ -223,6 +225,19 @@ class BarChart(QWidget):
             self.plot.setRange(xRange=cat, yRange=(lo - pad, hi + pad), padding=0)
         else:
             self.plot.setRange(yRange=cat, xRange=(lo - pad, hi + pad), padding=0)
+
+    @contextmanager
+    def exporting(self, title: str):
+        """While exporting: ``title``, no hover box and no selected-bar outline."""
+        old_title, old_highlight = self.plot.titleLabel.text, self.highlighted
+        self.hover_item.hide()
+        self.set_highlight(-1)
+        self.plot.setTitle(html_lines(title), color="#222", size="9pt")
+        try:
+            yield self.plot
+        finally:
+            self.set_highlight(old_highlight)
+            self.set_title(old_title)
 
     def set_highlight(self, index: int) -> None:
         """Outline one bar (e.g. the selected layer or head); -1 clears."""

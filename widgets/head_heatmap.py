@@ -5,6 +5,7 @@ Blue is positive and red negative, as in the bar charts beside it (widgets/color
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import pyqtgraph as pg
@@ -13,6 +14,7 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from widgets.axes import tidy_axis, tidy_plot
 from widgets.colors import diverging
+from widgets.heatmap import html_lines
 
 DIVERGING = diverging()
 
@@ -85,6 +87,19 @@ class HeadHeatmap(QWidget):
         self.image.clear()
         self.outline.setData([], [])
         self.hover_line.setText(" ")
+
+    @contextmanager
+    def exporting(self, title: str):
+        """While exporting: ``title`` and no selected-head outline."""
+        old = self.plot.titleLabel.text
+        shown = self.outline.isVisible()
+        self.outline.hide()
+        self.plot.setTitle(html_lines(title), color="#222", size="9pt")
+        try:
+            yield self.view.ci
+        finally:
+            self.outline.setVisible(shown)
+            self.plot.setTitle(old, color="#222", size="10pt")
 
     def set_highlight(self, layer: int, head: int) -> None:
         n_layers, n_heads = self.values.shape if self.values.ndim == 2 else (0, 0)

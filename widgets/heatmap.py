@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pyqtgraph as pg
@@ -43,6 +44,13 @@ def colormap(name: str) -> pg.ColorMap:
     if name == "diverging":
         return diverging()
     return pg.colormap.get(name)
+
+
+def html_lines(text: str) -> str:
+    """Plain text, one line per "\n", as the HTML a pyqtgraph label shows."""
+    from html import escape
+
+    return "<br>".join(escape(line) for line in text.split("\n"))
 
 
 def elide(label: str, limit: int = 10) -> str:
@@ -348,6 +356,23 @@ class HeatmapView(QWidget):
     def export_target(self) -> pg.PlotItem:
         """The item to hand to pyqtgraph's ImageExporter / SVGExporter (plot + colour bar)."""
         return self.plot
+
+    @contextmanager
+    def exporting(self, title: str, keep: Sequence[str] = ()):
+        """While exporting: ``title`` instead of the on-screen one, and no selection or hover
+        outlines (overlays whose key starts with one of ``keep`` stay, e.g. threshold marks)."""
+        hidden = [item for key, item in self._overlays.items()
+                  if item.isVisible() and not any(key.startswith(k) for k in keep)]
+        old = self.plot.titleLabel.text
+        for item in hidden:
+            item.hide()
+        self.plot.setTitle(html_lines(title), color="k", size="9pt")
+        try:
+            yield self.plot
+        finally:
+            for item in hidden:
+                item.show()
+            self.set_title(old)
 
     # -- mouse -----------------------------------------------------------------------------------
     def _scene_to_data(self, scene_pos) -> tuple[float, float] | None:

@@ -11,7 +11,7 @@ import numpy as np
 from PySide6.QtCore import QEvent, Qt
 from PySide6.QtWidgets import QFileDialog
 
-from app.exports import export_svg
+from app.exports import export_figure, figure_title
 from app.panels.base import PanelBinding
 from widgets.attention_panel import AttentionPanel
 from widgets.token_strip import visible
@@ -156,8 +156,6 @@ class AttentionBinding(PanelBinding):
 
     def export(self, kind: str, path: str) -> str:
         """Write one export; returns the path written (the extension is added if missing)."""
-        import pyqtgraph.exporters as exporters
-
         ext = kind.rsplit("_", 1)[-1]
         out = Path(path)
         if out.suffix.lower() != f".{ext}":
@@ -165,15 +163,9 @@ class AttentionBinding(PanelBinding):
         panel = self.widget
         if ext in ("png", "svg"):
             view = panel.focused if kind.startswith("focused") else panel.grid
-            target = view.export_target()
-            if ext == "png":
-                exporter = exporters.ImageExporter(target)
-                exporter.parameters()["width"] = max(int(target.sceneBoundingRect().width()) * 2,
-                                                     800)
-                exporter.export(str(out))
-            else:
-                export_svg(target, str(out))
-        elif ext == "csv":
+            return export_figure(view, view.export_target(), str(out), ext,
+                                 self.figure_title(kind))
+        if ext == "csv":
             values = panel.focused_values()
             tokens = [visible(t) for t in panel.item().str_tokens]
             with open(out, "w", newline="", encoding="utf-8") as fh:
@@ -186,6 +178,18 @@ class AttentionBinding(PanelBinding):
         elif ext == "npz":
             np.savez_compressed(out, **panel.export_arrays())
         return str(out)
+
+    def figure_title(self, kind: str) -> str:
+        """What an exported picture shows: the model, the head(s) and mode, the prompt."""
+        panel = self.widget
+        info = self.controller.model_info
+        mode = "pre-softmax scores" if panel._is_scores() else "attention pattern"
+        if kind.startswith("focused"):
+            layer, head = panel.focused_head()
+            what = f"L{layer}H{head} {mode}"
+        else:
+            what = f"every head's {mode}"
+        return figure_title(info.name if info is not None else "", what, panel.item().label)
 
     # -- session ---------------------------------------------------------------------------------------
     def session_state(self) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFileDialog
 
-from app.exports import export_svg
+from app.exports import export_figure, figure_title
 from app.panels.base import PanelBinding
 from widgets.attribution_panel import AttributionPanel
 
@@ -150,17 +150,22 @@ class AttributionBinding(PanelBinding):
                     writer.writerow(header)
                     writer.writerows(rows)
                 return
-            from pyqtgraph.exporters import ImageExporter
-
-            item = panel.export_item()
-            if kind == "png":
-                exporter = ImageExporter(item)
-                exporter.parameters()["width"] = max(1200, int(item.sceneBoundingRect().width()))
-                exporter.export(str(Path(path)))
-            else:
-                export_svg(item, str(Path(path)))
+            export_figure(panel.export_view(), panel.export_item(), str(Path(path)), kind,
+                          self.figure_title(), min_width=1200)
         except OSError as exc:
             panel.show_message(f"Could not write {path}: {exc.strerror or exc}")
+
+    def figure_title(self) -> str:
+        """What an exported chart shows: the model, the view and target, the prompt(s)."""
+        panel, r = self.widget, self.widget.result
+        info = self.controller.model_info
+        what = ["Logit lens", "Direct logit attribution per component",
+                "Direct logit attribution per head"][panel.tabs.currentIndex()]
+        i = panel.shown_prompt()
+        prompt = r.prompts[max(i, 0)] if r.n_prompts == 1 or i >= 0 else ""
+        many = f" (mean of {r.n_prompts} prompts)" if r.n_prompts > 1 and i < 0 else ""
+        return figure_title(info.name if info is not None else "",
+                            f"{what}: {panel._target_text(i)}{many}", prompt)
 
     # -- session ------------------------------------------------------------------------------
     def session_state(self) -> dict:

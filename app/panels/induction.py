@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 
+from app.exports import export_figure, figure_title
 from app.panels.base import PanelBinding
 from widgets.induction_panel import InductionPanel
 
@@ -173,25 +174,16 @@ class InductionBinding(PanelBinding):
             self.export(kind, path)
 
     def export(self, kind: str, path: str) -> str:
-        """Write the score maps as PNG/SVG (pyqtgraph exporters) or every score as CSV."""
-        import pyqtgraph.exporters as exporters
-
+        """Write the score maps as PNG/SVG (titled, threshold outlines kept, the selected head's
+        outline left out) or every score as CSV."""
         out = Path(path)
         if out.suffix.lower() != f".{kind}":
             out = out.with_name(out.name + f".{kind}")
-        target = self.widget.export_target()
-        if kind == "png":
-            exporter = exporters.ImageExporter(target)
-            exporter.parameters()["width"] = max(int(target.sceneBoundingRect().width()) * 2, 1000)
-            exporter.export(str(out))
-        elif kind == "svg":
-            try:
-                exporters.SVGExporter(target).export(str(out))
-            except ValueError:
-                # pyqtgraph's SVG exporter cannot parse the closed clip paths Qt 6.12 writes for
-                # a view box ("... Z"); Qt's own SVG generator renders the same scene instead.
-                self._render_svg(target, out)
-        elif kind == "csv":
+        if kind in ("png", "svg"):
+            panel = self.widget
+            return export_figure(panel.heat, panel.export_target(), str(out), kind,
+                                 self.figure_title(), min_width=1000, keep=("mark",))
+        if kind == "csv":
             header, table = self.widget.export_table()
             fmt = ["%d", "%d"] + ["%.6g"] * (len(header) - 2)
             np.savetxt(out, table, delimiter=",", header=",".join(header), comments="", fmt=fmt)
@@ -199,24 +191,15 @@ class InductionBinding(PanelBinding):
             raise ValueError(f"unknown export kind {kind!r}")
         return str(out)
 
-    @staticmethod
-    def _render_svg(item, out: Path) -> None:
-        from PySide6.QtCore import QRect, QRectF
-        from PySide6.QtGui import QPainter
-        from PySide6.QtSvg import QSvgGenerator
-
-        source = item.sceneBoundingRect()
-        w, h = max(int(source.width()), 1), max(int(source.height()), 1)
-        gen = QSvgGenerator()
-        gen.setFileName(str(out))
-        gen.setSize(QSize(w, h))
-        gen.setViewBox(QRect(0, 0, w, h))
-        gen.setTitle("Lensbench head scores")
-        painter = QPainter(gen)
-        try:
-            item.scene().render(painter, QRectF(0, 0, w, h), source)
-        finally:
-            painter.end()
+    def figure_title(self) -> str:
+        p, r = self.widget, self.result
+        info = self.controller.model_info
+        on_prompt = p.source.currentData() == "prompt"
+        what = (f"head scores on {'the prompt' if on_prompt else 'repeated random tokens'} "
+                f"(T = {r.seq_len}, {r.batch} sequences; {r.error_measure}) · outlined: "
+                f"{p.rank_by.currentText().lower()} ≥ {p.threshold_value():.2f}")
+        prompt = self.controller.selection.prompt if on_prompt else ""
+        return figure_title(info.name if info is not None else "", what, prompt)
 
     # -- session ---------------------------------------------------------------------------------
     def session_state(self) -> dict:
