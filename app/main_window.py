@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMainWindow
 
-from app import layout_state
+from app import help_menu, layout_state
 from app.controller import Controller
 from app.dock_scroll import PanelScrollArea
 from app.error_view import ErrorView
@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
         from app.lesson_dock import install as install_lessons
 
         install_lessons(self)  # Help > Lessons, Help > Example sessions
+        help_menu.build(self)  # then shortcuts, documentation and About
         self.prompt_editor.sig_run.connect(self._run_prompt)
         self.controller.error.connect(self.errors.show)
         self.controller.model_loaded.connect(self._model_loaded)
@@ -84,6 +85,7 @@ class MainWindow(QMainWindow):
         self.autosaver = Autosaver(self)
         if not persist:
             self.autosaver.timer.stop()
+        self.prompt_editor.edit.setFocus()  # typing a prompt is the first thing to do
 
     # -- menus --------------------------------------------------------------------------------
     def _build_menus(self) -> None:
@@ -106,6 +108,11 @@ class MainWindow(QMainWindow):
             file_menu.addAction(a)
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
+        edit_menu = self.menuBar().addMenu("&Edit")  # the panels' undoable edits (the plan)
+        for binding in self.bindings:
+            for action in binding.edit_actions():
+                edit_menu.addAction(action)
+        edit_menu.menuAction().setVisible(not edit_menu.isEmpty())
         model_menu = self.menuBar().addMenu("&Model")
         self.action_load = QAction("&Load model…", self, shortcut="Ctrl+L")
         self.action_load.triggered.connect(self.open_model_dialog)

@@ -9,7 +9,7 @@ import torch
 from engine.errors import InputError
 from engine.jobs import JobContext
 from engine.targets import Target, resolve_target
-from engine.tokens import str_tokens, tokenize
+from engine.tokens import leading_space_note, str_tokens, tokenize
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,7 @@ class PairCheck:
     differing: tuple[tuple[int, ...], ...]
     problems: tuple[str, ...]
     message: str  # the first problem of the whole batch (lengths, answers...), or ""
+    notes: tuple[str, ...] = ()  # not errors: e.g. an answer typed without its leading space
 
 
 @torch.inference_mode()
@@ -133,4 +134,12 @@ def check_pairs(host, request: PairCheckRequest, ctx: JobContext) -> PairCheck:
             prepare_pairs(host, request.pairs, request.prepend_bos)
         except InputError as exc:
             message = f"{exc.message} {exc.hint}".strip()
-    return PairCheck(tuple(clean), tuple(corrupted), tuple(differing), tuple(problems), message)
+    notes = []
+    for i, pair in enumerate(request.pairs):
+        tag = f"Pair {i + 1}: " if len(request.pairs) > 1 else ""
+        for name, text in (("Answer", pair.answer), ("Counterfactual", pair.counterfactual)):
+            note = leading_space_note(host, text, name)
+            if note and tag + note not in notes:
+                notes.append(tag + note)
+    return PairCheck(tuple(clean), tuple(corrupted), tuple(differing), tuple(problems), message,
+                     tuple(notes))

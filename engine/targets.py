@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.errors import InputError
-from engine.tokens import single_token_id
+from engine.tokens import leading_space_note, single_token_id
 
 
 @dataclass(frozen=True)
@@ -66,3 +66,16 @@ def resolve_target(host, target: Target, n_tokens: int) -> ResolvedTarget:
         raise InputError(f"Position {pos} is out of range for a {n_tokens}-token prompt.",
                          f"Use 0..{n_tokens - 1}, or -1 for the last position.")
     return ResolvedTarget(answer_id, cf_id, pos % n_tokens)
+
+
+@dataclass(frozen=True)
+class SpellingRequest:
+    """Fields to check as the user types: ``((field name, text), ...)``."""
+
+    fields: tuple[tuple[str, str], ...]
+
+
+def spelling_notes(host, request: SpellingRequest, ctx=None) -> tuple[str, ...]:
+    """Leading-space notes for each field (see :func:`engine.tokens.leading_space_note`)."""
+    notes = (leading_space_note(host, text, name) for name, text in request.fields)
+    return tuple(n for n in notes if n)

@@ -62,3 +62,26 @@ def single_token_id(host, answer: str, field: str = "Answer") -> int:
             hint += " Words after a space usually need their leading space, e.g. ' Paris'."
         raise InputError(f"{answer!r} is {len(ids)} tokens for this model: {pieces}.", hint)
     return int(ids[0])
+
+
+def leading_space_note(host, text: str, field: str = "Answer") -> str:
+    """A note when ``text`` lacks a leading space and tokenises differently with one.
+
+    After a word, GPT-2-style tokenizers fold the space into the next token: the answer to "The
+    Eiffel Tower is in" is " Paris", not "Paris" (another token, or several). Empty when the text
+    starts with whitespace or both spellings give the same tokens.
+    """
+    if not text or text[0].isspace():
+        return ""
+    plain = host.model.to_tokens(text, prepend_bos=False).reshape(-1).tolist()
+    spaced = host.model.to_tokens(" " + text, prepend_bos=False).reshape(-1).tolist()
+    if plain == spaced:
+        return ""
+
+    def show(ids: list[int]) -> str:
+        return " + ".join(repr(host.tokenizer.decode([i])) for i in ids)
+
+    what = "token" if len(plain) == 1 else f"{len(plain)} tokens"
+    return (f"{field} {text!r} has no leading space: it is {what} {show(plain)}, but "
+            f"{' ' + text!r} (a word after a space, as in most prompts) is {show(spaced)}. "
+            f"Did you mean {' ' + text!r}?")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QApplication,
@@ -56,6 +56,7 @@ class AttributionPanel(QWidget):
     sig_run = Signal(object)
     sig_head_clicked = Signal(int, int)
     sig_export = Signal(str)
+    sig_spelling = Signal(str, str)  # answer, counterfactual as typed (debounced): check them
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -68,6 +69,7 @@ class AttributionPanel(QWidget):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.setSpacing(3)
         lay.addLayout(self._input_row)
+        lay.addWidget(self.space_box)
         lay.addWidget(self.message)
         lay.addLayout(self._quick_row)
         lay.addWidget(self.batch_box)
@@ -111,6 +113,27 @@ class AttributionPanel(QWidget):
         row.addWidget(self.position_spin)
         row.addWidget(self.run_button)
         self._input_row = row
+        self.space_note = QLabel()
+        self.space_note.setObjectName("attrSpaceNote")
+        self.space_note.setStyleSheet("color: #8a5a00;")
+        self.space_note.setWordWrap(True)
+        self.space_fix = QToolButton()
+        self.space_fix.setObjectName("attrSpaceFix")
+        self.space_fix.setText("Add the space")
+        self.space_fix.setToolTip("Put a leading space in front of the flagged field(s)")
+        self.space_fix.clicked.connect(self._add_spaces)
+        self.space_box = QWidget()
+        note_row = QHBoxLayout(self.space_box)
+        note_row.setContentsMargins(0, 0, 0, 0)
+        note_row.addWidget(self.space_note, 1)
+        note_row.addWidget(self.space_fix, 0, Qt.AlignmentFlag.AlignTop)
+        self.space_box.hide()
+        self._flagged: list[QLineEdit] = []
+        self._spelling_timer = QTimer(self)
+        self._spelling_timer.setSingleShot(True)
+        self._spelling_timer.setInterval(300)
+        self._spelling_timer.timeout.connect(
+            lambda: self.sig_spelling.emit(self.answer_edit.text(), self.cf_edit.text()))
         self.message = QLabel()
         self.message.setObjectName("attrMessage")
         self.message.setWordWrap(True)
@@ -162,6 +185,23 @@ class AttributionPanel(QWidget):
         for edit in (self.answer_edit, self.cf_edit):
             edit.textEdited.connect(lambda _t: self.clear_message())
             edit.textChanged.connect(lambda _t: self._update_preview())
+            # Typed by the user (not set by a click on a model's token): check the spelling.
+            edit.textEdited.connect(lambda _t: self._spelling_timer.start())
+
+    def set_space_notes(self, notes) -> None:
+        """Show leading-space notes for the fields (from the tokenizer), with a one-click fix."""
+        notes = list(notes)
+        self._flagged = [e for e, name in ((self.answer_edit, "Answer"),
+                                           (self.cf_edit, "Counterfactual"))
+                         if any(n.startswith(name + " ") for n in notes)]
+        self.space_note.setText(" ".join(notes))
+        self.space_box.setVisible(bool(notes))
+
+    def _add_spaces(self) -> None:
+        for edit in self._flagged:
+            if edit.text() and not edit.text()[0].isspace():
+                edit.setText(" " + edit.text())
+        self.set_space_notes([])
 
     def _update_preview(self) -> None:
         a, c = self.answer_edit.text(), self.cf_edit.text()

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
     QHeaderView,
+    QLabel,
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
@@ -77,6 +78,12 @@ class PairsEditor(QWidget):
         lay.setSpacing(2)
         lay.addLayout(top)
         lay.addWidget(self.alignment)
+        self.note = QLabel()
+        self.note.setObjectName("pairsNote")
+        self.note.setStyleSheet("color: #8a5a00;")
+        self.note.setWordWrap(True)
+        self.note.hide()
+        lay.addWidget(self.note)
         self.add_pair(*EXAMPLE)
         # The example needs no "edited" signal: the binding checks the pairs when a model loads
         # (a late duplicate check would start a job after the window looks idle).
@@ -130,6 +137,11 @@ class PairsEditor(QWidget):
 
     def _emit_edited(self) -> None:
         self.sig_edited.emit()
+
+    def show_notes(self, notes) -> None:
+        """Cautions that do not stop a run (e.g. an answer without its leading space)."""
+        self.note.setText(" ".join(notes))
+        self.note.setVisible(bool(notes))
 
     def show_alignment(self, check) -> None:
         """``check``: PairCheck-like (clean_tokens, corrupted_tokens, differing) per pair."""

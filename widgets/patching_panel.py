@@ -224,6 +224,7 @@ class PatchingPanel(QWidget):
         """``check``: PairCheck-like (clean_tokens, corrupted_tokens, differing, message)."""
         self._check = check
         self.pairs_editor.show_alignment(check)
+        self.pairs_editor.show_notes(getattr(check, "notes", ()))
         self.show_message(check.message)
         self.run_button.setEnabled(not check.message)
 

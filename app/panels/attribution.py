@@ -36,6 +36,7 @@ class AttributionBinding(PanelBinding):
         panel.sig_run.connect(self.run_items)
         panel.sig_head_clicked.connect(sel.set_head)
         panel.sig_export.connect(self.export_dialog)
+        panel.sig_spelling.connect(self.check_spelling)
         sel.head_selected.connect(panel.set_selected_head)
         sel.position_changed.connect(self._position_changed)
         panel.position_spin.valueChanged.connect(lambda _v: self.refresh_quick_targets())
@@ -74,6 +75,17 @@ class AttributionBinding(PanelBinding):
             truncate=self._truncate)
         return self.controller.submit(self.channel, run_attribution, request,
                                       on_result=self._show, on_error=self._on_error)
+
+    def check_spelling(self, answer: str, counterfactual: str) -> None:
+        """Warn, as the user types, when a field lacks the leading space its word needs."""
+        if self.controller.model_info is None or not (answer or counterfactual):
+            self.widget.set_space_notes([])
+            return
+        from engine.targets import SpellingRequest, spelling_notes
+
+        request = SpellingRequest((("Answer", answer), ("Counterfactual", counterfactual)))
+        self.controller.submit(self.channel + ".spelling", spelling_notes, request,
+                               on_result=self.widget.set_space_notes)
 
     def _show(self, result) -> None:
         self.widget.clear_message()

@@ -49,6 +49,10 @@ class PanelBinding(QObject):
     def on_shown(self) -> None:
         """The panel's dock came on screen (shown, or its tab raised)."""
 
+    def edit_actions(self) -> list:
+        """Undo/redo-style QActions the main window lists in its Edit menu."""
+        return []
+
     def no_model_text(self) -> str:
         """Why nothing can run: the failed load's reason when there is one."""
         info = self.controller.load_error

@@ -31,6 +31,9 @@ class PatchingBinding(PanelBinding):
         self.controller.job_progress.connect(self._progress)
         return panel
 
+    def edit_actions(self) -> list:
+        return self.widget.plan.edit_actions()
+
     # -- pairs -----------------------------------------------------------------------------------
     def prompt_pairs(self) -> tuple:
         from engine.patch_pairs import PromptPair
