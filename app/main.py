@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_self_test()
     if args.screenshot and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from app import qt_platform
+
+    problem = qt_platform.check()  # before Qt, which would abort with a misleading message
+    if problem:
+        print(problem, file=sys.stderr)
+        return 3
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
