@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot:
         w, h = (int(x) for x in args.size.lower().split("x"))
         window.resize(w, h)
+    from app import startup_trace
+
+    trace = startup_trace.StartupTrace(window) if startup_trace.enabled() else None  # noqa: F841
     window.show()
     window.prompt_editor.edit.setFocus()
     # Drawn before the worker thread starts importing torch and TransformerLens (seconds).

@@ -1,0 +1,59 @@
+"""Start-up timing for bench/bench_startup.py (``LENSBENCH_STARTUP_TRACE=1``).
+
+Prints one line per milestone, ``startup <event> <unix time>``: ``window`` when the main window is
+first painted, ``model`` when the model is loaded, ``prediction`` when the first prediction is on
+screen; then quits. The bench subtracts its own launch time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from PySide6.QtCore import QEvent, QObject, QTimer
+from PySide6.QtWidgets import QApplication
+
+
+def enabled() -> bool:
+    return os.environ.get("LENSBENCH_STARTUP_TRACE", "") not in ("", "0")
+
+
+def _say(event: str) -> None:
+    print(f"startup {event} {time.time():.6f}", flush=True)
+
+
+class StartupTrace(QObject):
+    def __init__(self, window) -> None:
+        super().__init__(window)
+        self.window = window
+        self.painted = False
+        window.installEventFilter(self)
+        window.controller.model_loaded.connect(lambda _info: _say("model"))
+        window.controller.model_failed.connect(self._failed)
+        # No polling timer: waking the GUI thread every few ms would take the GIL from the worker
+        # thread importing torch (that doubled the load time on a busy machine).
+        window.controller.job_done.connect(
+            lambda channel: QTimer.singleShot(0, self._check_prediction)
+            if channel == "predictions" else None)
+        self.done = False
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt naming)
+        if not self.painted and obj is self.window and event.type() == QEvent.Type.Paint:
+            self.painted = True
+            _say("window")
+        return super().eventFilter(obj, event)
+
+    def _check_prediction(self) -> None:
+        panel = next((b.widget for b in self.window.bindings
+                      if b.object_name == "predictionsDock"), None)
+        if panel is not None and panel._result is not None and not self.done:
+            self.done = True
+            _say("prediction")
+            self.window.close()
+            QApplication.instance().quit()
+
+    def _failed(self, info) -> None:
+        _say("failed")
+        print(info.message, flush=True)
+        self.window.close()
+        QApplication.instance().quit()
