@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMainWindow
 
 from app import help_menu, layout_state
@@ -16,6 +16,15 @@ from engine.model_sources import ModelSpec
 from widgets.prompt_editor import PromptEditor
 
 
+def default_size() -> QSize:
+    """1400x900, or the screen's available area if smaller (a 1366x768 laptop)."""
+    size = QSize(1400, 900)
+    screen = QGuiApplication.primaryScreen()
+    if screen is not None and QGuiApplication.platformName() != "offscreen":
+        size = size.boundedTo(screen.availableGeometry().size())
+    return size
+
+
 class MainWindow(QMainWindow):
     sig_closed = Signal()
 
@@ -26,7 +35,7 @@ class MainWindow(QMainWindow):
         self.persist = persist
         self.setWindowTitle("Lensbench")
         self.setObjectName("MainWindow")
-        self.resize(1400, 900)
+        self.resize(default_size())
         self.setDockNestingEnabled(True)
         # The right-hand column (predictions) runs the full height; plots fill the bottom.
         self.setCorner(Qt.Corner.TopRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)

@@ -170,7 +170,6 @@ class InductionPanel(QWidget):
                        self.exclude_current.toggled):
             signal.connect(lambda *_: self._update_options_text())
         self._update_options_text()
-        self.options_button.setMinimumWidth(self.options_button.sizeHint().width() + 12)
         self.controls = QHBoxLayout()
         for text, w in (("T", self.seq_len), ("batch", self.batch), ("seed", self.seed),
                         ("from", self.pool)):
@@ -195,7 +194,9 @@ class InductionPanel(QWidget):
             parts.append("no BOS")
         if self.exclude_current.isChecked():
             parts.append("no self")
-        self.options_button.setText("Options: " + ", ".join(parts))
+        self.options_button.setText("Options: " + ", ".join(parts) + "  ")
+        self.options_button.setMinimumWidth(0)
+        self.options_button.setMinimumWidth(self.options_button.sizeHint().width() + 12)
 
     def _build_scores_tab(self) -> QWidget:
         self.source = QComboBox()

@@ -27,7 +27,7 @@ if __name__ == "__main__":
                 "--screenshot",
                 str(OUT),
                 "--size",
-                "1600x1000",
+                "1366x768",
             ],
             cwd=ROOT,
             env=env,

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", default=PROMPT)
     args = parser.parse_args(argv)
     import numpy as np
-    app, win = open_window(args.model, 1500, 1050)
+    app, win = open_window(args.model, 1366, 768)
     if win is None:
         return 1
     binding, dock = show_dock(win, "attentionDock", 720)

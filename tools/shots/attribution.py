@@ -21,7 +21,7 @@ ANSWER = " Paris"
 def main(argv: list[str] | None = None) -> int:
     parser = shot_parser(__doc__)
     args = parser.parse_args(argv)
-    app, win = open_window(args.model, 1500, 1000)
+    app, win = open_window(args.model, 1366, 768)
     if win is None:
         return 1
     binding, dock = show_dock(win, "attributionDock", 620)

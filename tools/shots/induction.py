@@ -3,8 +3,8 @@
     QT_QPA_PLATFORM=offscreen python -m tools.shots.induction [--model FOLDER] [--out DIR]
 
 In the real main window: scans every head on repeated random tokens (and a repeated sentence as
-the prompt), marks the heads with induction score >= 0.5, clicks the best one (the attention panel
-shows it on the repeated sequence), runs the ablation check, and saves docs/images/induction.png
+the prompt), marks the heads with induction score >= 0.5, selects the best one and shows it in the
+attention panel on the repeated sequence, runs the ablation check, and saves docs/images/induction.png
 (score maps), induction_ablation.png (loss and ablation) and induction_window.png (whole window).
 """
 
@@ -27,13 +27,11 @@ def main() -> int:
     p.add_argument("--threshold", type=float, default=0.5)
     args = p.parse_args()
 
-    from PySide6.QtCore import Qt
-    app, win = open_window(args.model, 1700, 1100)
+    app, win = open_window(args.model, 1366, 768)
     if win is None:
         return 1
     binding, dock = show_dock(win, "inductionDock", 700)
     panel = binding.widget
-    win.resizeDocks([dock], [1000], Qt.Orientation.Horizontal)
     panel.seq_len.setValue(args.seq_len)
     panel.batch.setValue(args.batch)
     panel.pool.setCurrentIndex(panel.pool.findData("words"))  # readable in the attention panel
@@ -52,6 +50,7 @@ def main() -> int:
     print(f"heads >= {args.threshold}: {heads}")
     best = heads[0] if heads else tuple(int(v) for v in divmod(int(ind.argmax()), r.n_heads))
     binding.select_head(*best)
+    binding.inspect()  # the repeated sequence joins the attention panel's prompts
     wait(app, lambda: not win.controller.busy)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = shot_parser(__doc__)
     args = parser.parse_args(argv)
     import numpy as np
-    app, win = open_window(args.model, 1600, 1000)
+    app, win = open_window(args.model, 1366, 768)
     if win is None:
         return 1
     binding, dock = show_dock(win, "patchingDock", 720)
