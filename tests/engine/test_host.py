@@ -60,7 +60,9 @@ def test_uncached_name_offline_says_how_to_get_it(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError) as err:
         load_host(ModelSpec("hf", "gpt2-small", "cpu"))
     assert "not in the Hugging Face cache" in err.value.message
-    assert "huggingface-cli download gpt2" in err.value.hint
+    from engine.model_sources import download_command
+
+    assert f"`{download_command('gpt2')}`" in err.value.hint  # `hf download gpt2` today
 
 
 def test_unknown_name_is_a_clear_error():
