@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QSplitter,
     QTableView,
@@ -45,6 +46,18 @@ IOI_EXAMPLES = (
     "When Tom and Anna went to the house, Tom gave a book to | Anna | Tom",
     "When Mary and John went to the school, Mary gave a bag to | John | Mary",
 )
+class _ResizeAware(QWidget):
+    """A plain container that calls ``on_resize`` after every resize."""
+
+    def __init__(self, on_resize) -> None:
+        super().__init__()
+        self._on_resize = on_resize
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().resizeEvent(event)
+        self._on_resize()
+
+
 class AttributionPanel(QWidget):
     """Target inputs, three views, export buttons.
 
@@ -145,18 +158,28 @@ class AttributionPanel(QWidget):
                                     "counterfactual.")
         self._quick_row.addWidget(self.quick_label)
         self.quick_buttons: list[QToolButton] = []
+        # The buttons take the row's room but never widen the panel: those that do not fit
+        # (long tokens, a narrow dock) are left out, the likeliest first kept.
+        self._quick_tokens: list[str] = []
+        self.quick_box = _ResizeAware(self._fit_quick)
+        self.quick_box.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        box_row = QHBoxLayout(self.quick_box)
+        box_row.setContentsMargins(0, 0, 0, 0)
+        box_row.setSpacing(4)
         for i in range(N_QUICK):
             b = QToolButton()
             b.setObjectName(f"attrQuick{i}")
             b.hide()
             b.clicked.connect(lambda _=False, i=i: self._quick_clicked(i))
             self.quick_buttons.append(b)
-            self._quick_row.addWidget(b)
-        self._quick_row.addStretch(1)
+            box_row.addWidget(b)
+        box_row.addStretch(1)
+        self._quick_row.addWidget(self.quick_box, 1)
         self._quick_tokens: list[str] = []
-        self.batch_check = QCheckBox("Batch of prompts (average the attribution)")
+        self.batch_check = QCheckBox("Batch of prompts")
         self.batch_check.setObjectName("attrBatchCheck")
-        self.batch_check.setToolTip("Attribute over several prompts, one per line, and show the "
+        self.batch_check.setToolTip("Average the attribution over several prompts, one per line, "
+                                    "and show the "
                                     "mean with the per-prompt spread.")
         self.batch_edit = QPlainTextEdit()
         self.batch_edit.setObjectName("attrBatch")
@@ -382,10 +405,15 @@ class AttributionPanel(QWidget):
                     text += f" {float(probs[i]):.0%}"
                 b.setText(text)
                 b.setToolTip(f"Attribute {tok!r}. Ctrl+click: use it as the counterfactual.")
-                b.show()
-            else:
-                b.hide()
         self.quick_label.setVisible(bool(self._quick_tokens))
+        self._fit_quick()
+
+    def _fit_quick(self) -> None:
+        room = self.quick_box.width()
+        used = 0
+        for i, b in enumerate(self.quick_buttons):
+            used += b.sizeHint().width() + (4 if i else 0)
+            b.setVisible(i < len(self._quick_tokens) and used <= room)
 
     def _quick_clicked(self, i: int) -> None:
         if i >= len(self._quick_tokens):

@@ -156,6 +156,11 @@ class PlanView(QWidget):
         self.message.setStyleSheet("color: #b00020;")
         self.message.setWordWrap(True)
         self.message.hide()
+        self.note = QLabel("")
+        self.note.setObjectName("planNote")
+        self.note.setStyleSheet("color: #555;")
+        self.note.setWordWrap(True)
+        self.note.hide()
         self.chart = BarChart("h")
         self.chart.set_axis_titles("", "metric")
         self.baselines: list[pg.InfiniteLine] = []
@@ -175,6 +180,7 @@ class PlanView(QWidget):
         lay.addWidget(self.mode)
         lay.addLayout(buttons)
         lay.addWidget(self.message)
+        lay.addWidget(self.note)
         lay.addWidget(self.chart, 2)
 
     def edit_actions(self) -> list[QAction]:
@@ -252,6 +258,7 @@ class PlanView(QWidget):
         self.baselines = []
         self.chart.clear()
         self.chart.set_title("")
+        self.note.hide()
 
     def set_result(self, result) -> None:
         self.result = result
@@ -260,10 +267,14 @@ class PlanView(QWidget):
         raw = getattr(result, "raw_baselines", None)
         raw_text = ""
         if result.metric == "logit_diff_norm" and raw is not None and np.all(np.isfinite(raw)):
-            raw_text = f" (raw logit diff {fmt(raw[0])}, {fmt(raw[1])})"
-        self.chart.set_title(f"on the {result.base} run (bars start there) · dashed: clean "
-                             f"{fmt(result.clean_value)}, corrupted "
-                             f"{fmt(result.corrupted_value)}{raw_text}")
+            raw_text = (f" Normalised by the raw logit differences: clean {fmt(raw[0])}, "
+                        f"corrupted {fmt(raw[1])}.")
+        # A short title: a pyqtgraph title is as wide as its text, and would widen the column.
+        self.chart.set_title(f"bars from the {result.base} run")
+        self.note.setText(f"Bars start at the {result.base} run's "
+                          f"{fmt(base)}; clean {fmt(result.clean_value)}, corrupted "
+                          f"{fmt(result.corrupted_value)}.{raw_text}")
+        self.note.show()
         self.chart.set_axis_titles("", result.metric)
         for line in self.baselines:
             self.chart.plot.removeItem(line)

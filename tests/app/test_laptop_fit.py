@@ -75,6 +75,24 @@ def _clipping_problems(scroll, panel) -> list[str]:
     return problems
 
 
+def _clipped_plots(panel) -> list[str]:
+    """pyqtgraph views whose scene layout needs more room than the view has (e.g. a title as
+    wide as its text): the plot is drawn cut off, though no widget is too small."""
+    import pyqtgraph as pg
+
+    out = []
+    for view in panel.findChildren(pg.GraphicsView):
+        layout_item = getattr(view, "centralWidget", None)
+        if not view.isVisibleTo(panel) or layout_item is None:
+            continue
+        need = layout_item.effectiveSizeHint(Qt.SizeHint.MinimumSize)
+        have = view.viewport().size()
+        if need.width() > have.width() + 1 or need.height() > have.height() + 1:
+            out.append(f"{view.objectName() or type(view).__name__} needs {need.width():.0f}x"
+                       f"{need.height():.0f}, has {have.width()}x{have.height()}")
+    return out
+
+
 def _settle(qtbot, window):
     for _ in range(3):
         QApplication.processEvents()
@@ -94,6 +112,12 @@ def test_every_panel_fits_1366x768(qtbot, window, artifacts_dir):
     with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
                           check_params_cb=lambda ch: ch == "patching"):
         qtbot.mouseClick(patching.run_button, Qt.MouseButton.LeftButton)
+    patching.plan.add_items([{"component": "z", "layer": 1, "index": 1, "positions": []},
+                             {"component": "mlp_out", "layer": 0, "index": -1, "positions": []}])
+    with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
+                          check_params_cb=lambda ch: ch == "patching.plan"):
+        qtbot.mouseClick(patching.plan.run_button, Qt.MouseButton.LeftButton)
+    assert patching.plan.result is not None
     window.docks["inductionDock"].raise_()
     _settle(qtbot, window)
     induction = _binding(window, "inductionDock").widget
@@ -108,7 +132,7 @@ def test_every_panel_fits_1366x768(qtbot, window, artifacts_dir):
         window.grab().save(str(artifacts_dir / f"fit_{name}.png"))
         assert not scroll.horizontalScrollBar().isVisible(), f"{name} scrolls sideways"
         assert not scroll.verticalScrollBar().isVisible(), f"{name} scrolls vertically"
-        problems = _clipping_problems(scroll, panel)
+        problems = _clipping_problems(scroll, panel) + _clipped_plots(panel)
         assert not problems, f"{name}: " + "; ".join(problems)
         plot = _plot(name, panel)
         report[name] = (plot.height(), panel.height())
