@@ -198,5 +198,3 @@ def figure_title(model: str, what: str, prompt: str = "", limit: int = 70) -> st
     if text:
         title += "\n“" + (text if len(text) <= limit else text[: limit - 1] + "…") + "”"
     return title
-
-

@@ -14,14 +14,16 @@ baselines:
 - the previous order, where the window waited for torch and TransformerLens: the same app with
   both imported before it starts.
 
-The load average is printed too: on a 2-core machine shared with other jobs every number scales
-with it.
+The load average is printed too: on a 2-core machine shared with other jobs every wall-clock
+number scales with it; "cpu" (the CPU seconds of the whole run, which quits at the first
+prediction) much less.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -83,9 +85,13 @@ def env() -> dict:
 def launch(preimport: bool = False) -> dict[str, float]:
     cmd = ([sys.executable, "-c", PREIMPORT] if preimport else [sys.executable, "-m", "app"])
     cmd += ["--prompt", PROMPT]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     out = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
-    times = {}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the whole run (it quits at the first prediction): on a shared machine the
+    # wall-clock times scale with the load, this much less.
+    times = {"cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
     for line in out.stdout.splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[0] == "startup":
@@ -104,7 +110,7 @@ def timed(code: str) -> float:
 
 def summary(name: str, runs: list[dict[str, float]]) -> None:
     cells = []
-    for event in ("window", "model", "prediction"):
+    for event in ("window", "model", "prediction", "cpu"):
         values = [r[event] for r in runs if event in r]
         cells.append(f"{event} {statistics.median(values):5.2f} s "
                      f"({min(values):.2f}-{max(values):.2f})")
