@@ -1,6 +1,6 @@
 """Start-up timing for bench/bench_startup.py (``LENSBENCH_STARTUP_TRACE=1``).
 
-Prints one line per milestone, ``startup <event> <unix time>``: ``window`` when the main window is
+Prints one line per milestone, ``startup <event> <unix time> <CPU seconds so far>``: ``window`` when the main window is
 first painted, ``model`` when the model is loaded, ``prediction`` when the first prediction is on
 screen; then quits. The bench subtracts its own launch time.
 """
@@ -19,7 +19,8 @@ def enabled() -> bool:
 
 
 def _say(event: str) -> None:
-    print(f"startup {event} {time.time():.6f}", flush=True)
+    """The milestone, the wall-clock time and the CPU seconds this process has used so far."""
+    print(f"startup {event} {time.time():.6f} {time.process_time():.3f}", flush=True)
 
 
 class StartupTrace(QObject):

@@ -89,13 +89,15 @@ def launch(preimport: bool = False) -> dict[str, float]:
     t0 = time.time()
     out = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # CPU seconds of the whole run (it quits at the first prediction): on a shared machine the
-    # wall-clock times scale with the load, this much less.
+    # CPU seconds of the whole run (it quits at the first prediction); the trace also gives the
+    # process's CPU seconds at each milestone. On a shared machine the wall-clock times scale
+    # with the load, CPU seconds much less: on an idle machine wall ~ CPU (one busy thread).
     times = {"cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
     for line in out.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0] == "startup":
+        if len(parts) == 4 and parts[0] == "startup":
             times[parts[1]] = float(parts[2]) - t0
+            times[parts[1] + "_cpu"] = float(parts[3])
     if "prediction" not in times:
         raise RuntimeError(f"no prediction traced:\n{out.stdout}\n{out.stderr[-2000:]}")
     return times
@@ -110,9 +112,9 @@ def timed(code: str) -> float:
 
 def summary(name: str, runs: list[dict[str, float]]) -> None:
     cells = []
-    for event in ("window", "model", "prediction", "cpu"):
+    for event in ("window", "window_cpu", "prediction", "prediction_cpu"):
         values = [r[event] for r in runs if event in r]
-        cells.append(f"{event} {statistics.median(values):5.2f} s "
+        cells.append(f"{event.replace('_', ' ')} {statistics.median(values):5.2f} s "
                      f"({min(values):.2f}-{max(values):.2f})")
     print(f"  {name:<34} " + " | ".join(cells))
 
