@@ -1,1 +1,6 @@
-"""The Lensbench Qt application: window, worker thread, controller, sessions and settings."""
+"""The Qt application. Importing the package remembers Python's own ``__import__`` before PySide6
+replaces it with its feature-import hook (see :mod:`app.plain_imports`)."""
+
+import builtins
+
+PLAIN_IMPORT = builtins.__import__

@@ -18,6 +18,12 @@ def enabled() -> bool:
     return os.environ.get("LENSBENCH_STARTUP_TRACE", "") not in ("", "0")
 
 
+def milestone(event: str) -> None:
+    """Report ``event`` when tracing (any thread; e.g. the worker's imports done)."""
+    if enabled():
+        _say(event)
+
+
 def _say(event: str) -> None:
     """The milestone, the wall-clock time and the CPU seconds this process has used so far."""
     print(f"startup {event} {time.time():.6f} {time.process_time():.3f}", flush=True)

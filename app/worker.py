@@ -17,6 +17,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 
+from app.startup_trace import milestone as trace_milestone
 from engine.errors import ErrorInfo, NoModelError, is_out_of_memory
 from engine.jobs import Cancelled, Context
 
@@ -78,9 +79,14 @@ class Worker(QObject):
     def _load(self, job: Job) -> None:
         if "transformer_lens" not in sys.modules:
             job.ctx.progress(0.01, "Starting PyTorch and TransformerLens…")
-        from engine.host import load_host
+        from app.plain_imports import plain_imports
 
-        new_host = load_host(job.request, job.ctx)
+        # Booting imports hundreds of transformers modules lazily: all without PySide6's hook.
+        with plain_imports():
+            from engine.host import load_host
+
+            trace_milestone("imports")
+            new_host = load_host(job.request, job.ctx)
         try:
             job.ctx.check_cancelled()
         except Cancelled:

@@ -141,3 +141,23 @@ def test_launcher_checks_dependencies_without_importing_them():
     script = (ROOT / "lensbench.sh").read_text(encoding="utf-8")
     assert "import torch" not in script and "find_spec" in script
     json.dumps(script)  # plain text
+
+
+def test_model_imports_bypass_pysides_import_hook():
+    """PySide6 wraps builtins.__import__ (25% more CPU for torch + TransformerLens); the worker's
+    load uses Python's own, and puts PySide6's back afterwards."""
+    code = (
+        "import app, builtins\n"
+        "import PySide6.QtWidgets\n"
+        "from app.plain_imports import plain_imports\n"
+        "hooked = builtins.__import__\n"
+        "assert hooked is not app.PLAIN_IMPORT, 'PySide6 installed no hook: nothing to test'\n"
+        "with plain_imports():\n"
+        "    assert builtins.__import__ is app.PLAIN_IMPORT\n"
+        "    import json\n"
+        "assert builtins.__import__ is hooked\n"
+        "print('OK')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "OK", out.stderr
