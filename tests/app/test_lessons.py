@@ -193,7 +193,9 @@ def test_gpt2_example_says_how_to_get_gpt2_when_not_cached(qtbot, lesson_window,
         examples.actions()[names.index("gpt2 small ioi")].trigger()
     info = blocker.args[1]
     assert "not in the Hugging Face cache" in info.message
-    assert "huggingface-cli download gpt2" in info.hint
+    from engine.model_sources import download_command
+
+    assert f"`{download_command('gpt2')}`" in info.hint  # `hf download gpt2` (issue 15)
     assert win.prompt_editor.prompt().startswith("When Mary and John went to the store")
     assert win.session_path is None
 
