@@ -27,6 +27,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,9 +76,14 @@ def cache_paths() -> list[Path]:
     return out
 
 
+PROFILE = tempfile.mkdtemp(prefix="lensbench-bench-")  # never the user's settings or autosave
+
+
 def env() -> dict:
     e = dict(os.environ, QT_QPA_PLATFORM="offscreen", LENSBENCH_STARTUP_TRACE="1",
-             HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+             HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+             XDG_CONFIG_HOME=os.path.join(PROFILE, "config"),
+             XDG_DATA_HOME=os.path.join(PROFILE, "data"))
     e.pop("PYTHONDONTWRITEBYTECODE", None)
     return e
 
