@@ -45,6 +45,7 @@ class Controller(QObject):
     # Show attention on an explicit token sequence (e.g. the induction scanner's repeated random
     # tokens): token ids (list[int]), a label for the UI. The attention panel listens.
     inspect_tokens = Signal(object, str)
+    bos_changed = Signal(object)  # the user's BOS choice: True, False, or None (model default)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -52,6 +53,9 @@ class Controller(QObject):
         self.model_info = None
         self.load_error: ErrorInfo | None = None  # why the last load failed, while none is loaded
         self.last_prompt_result = None
+        # One BOS policy for every panel: None follows the loaded model's default; True/False is
+        # the user's choice, written into every request that leaves it open.
+        self.prepend_bos: bool | None = None
         self._ids = itertools.count(1)
         self._jobs: dict[int, Job] = {}
         self._handlers: dict[int, _Handlers] = {}
@@ -90,6 +94,7 @@ class Controller(QObject):
         if old is not None and old in self._jobs:
             self._jobs[old].ctx.cancel()
         job_id = next(self._ids)
+        request = _with_bos(request, self.prepend_bos)
         job = Job(job_id, channel, fn, request, kind=kind, grad=grad)
         self._jobs[job_id] = job
         self._handlers[job_id] = _Handlers(on_result, on_partial, on_error, on_cancel)
@@ -97,6 +102,12 @@ class Controller(QObject):
         self.busy_changed.emit(True)
         self._submit.emit(job)
         return job_id
+
+    def set_prepend_bos(self, value: bool | None) -> None:
+        """Prepend a BOS token (True), not (False), or as the model does by default (None)."""
+        if value != self.prepend_bos:
+            self.prepend_bos = value
+            self.bos_changed.emit(value)
 
     def run_prompt(self, prompt: str, truncate: bool = False) -> None:
         """Make ``prompt`` current and ask every panel to recompute."""
@@ -164,6 +175,7 @@ class Controller(QObject):
             self.model_info = result
             self.load_error = None
             self.last_prompt_result = None  # the previous model's
+            self.prepend_bos = None  # a new model: its own BOS default again
             self.model_loaded.emit(result)
         self._retire(job_id)
         if job is not None and not job.ctx.cancelled:
@@ -218,3 +230,15 @@ class Controller(QObject):
         QMetaObject.invokeMethod(self._worker, "shutdown", Qt.ConnectionType.QueuedConnection)
         self._thread.quit()
         return self._thread.wait(timeout_ms)
+
+
+def _with_bos(request: Any, prepend_bos: bool | None) -> Any:
+    """``request`` with the user's BOS choice where it has a ``prepend_bos`` field left open."""
+    import dataclasses
+
+    if prepend_bos is None or not dataclasses.is_dataclass(request) or isinstance(request, type):
+        return request
+    names = {f.name for f in dataclasses.fields(request)}
+    if "prepend_bos" not in names or request.prepend_bos is not None:
+        return request
+    return dataclasses.replace(request, prepend_bos=prepend_bos)

@@ -83,6 +83,8 @@ class MainWindow(QMainWindow):
         install_lessons(self)  # Help > Lessons, Help > Example sessions
         help_menu.build(self)  # then shortcuts, documentation and About
         self.prompt_editor.sig_run.connect(self._run_prompt)
+        self.prompt_editor.sig_bos.connect(self._bos_toggled)
+        self.controller.bos_changed.connect(self._bos_shown)
         self.controller.error.connect(self.errors.show)
         self.controller.model_loaded.connect(self._model_loaded)
         self.controller.model_failed.connect(self._model_failed)
@@ -174,8 +176,23 @@ class MainWindow(QMainWindow):
             return
         self.controller.run_prompt(prompt, truncate)
 
+    def _bos_toggled(self, on: bool) -> None:
+        """One BOS policy for every panel: the model's default unless the user chooses; every
+        panel recomputes with it."""
+        info = self.controller.model_info
+        default = info.default_prepend_bos if info is not None else True
+        self.controller.set_prepend_bos(None if on == default else on)
+        prompt = self.controller.selection.prompt
+        if info is not None and prompt.strip():
+            self.controller.run_prompt(prompt)
+
+    def _bos_shown(self, choice) -> None:
+        info = self.controller.model_info
+        self.prompt_editor.set_bos(info.default_prepend_bos if info is not None else True, choice)
+
     def _model_loaded(self, info) -> None:
         """A new model: every panel has dropped the old one's results; run the prompt again."""
+        self.prompt_editor.set_bos(info.default_prepend_bos, None)
         self.setWindowTitle(f"Lensbench — {info.name}")
         pending, self._pending_run = self._pending_run, None
         prompt, truncate = pending or (self.controller.selection.prompt, False)

@@ -301,8 +301,8 @@ def run_sweep(host, request: SweepRequest, ctx: JobContext) -> SweepResult:
         return SweepResult(request.kind, request.metric, request.direction, axes,
                            values.reshape(shape).copy(), done, len(variants), clean_v, corr_v,
                            tuple(pairs.clean_str[0]), tuple(pairs.corrupted_str[0]),
-                           time.perf_counter() - started, chunk, complete, labels,
-                           runner.path_summary())
+                           time.perf_counter() - started, chunk, complete,
+                           {**labels, "paths": dict(runner.paths)}, runner.path_summary())
 
     runner.paths.clear()
     done, last_partial = 0, time.perf_counter()

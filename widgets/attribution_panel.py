@@ -486,36 +486,51 @@ class AttributionPanel(QWidget):
         v, lo, hi, s = self._stats(r.lens_values)
         details = [lens_description(lab, r.n_layers) for lab in r.lens_labels]
         overlay = None
-        if self.overlay_check.isChecked():
+        if self.overlay_check.isChecked() and np.isfinite(r.lens_direct).all():
             overlay = r.lens_direct[i] if i >= 0 else r.lens_direct.mean(0)
         self.lens_chart.set_data(r.lens_labels, v, lo, hi, s, details, overlay,
                                  "DLA (final LN scale)")
         self.lens_chart.set_axis_titles("residual stream after", f"{name} (logit lens)")
         self.lens_chart.set_title(f"Logit lens: {escape(target)}")
         self._fill_lens_table(v)
-        # components
-        v, lo, hi, s = self._stats(r.component_values)
-        self.comp_chart.set_data(r.component_labels, v, lo, hi, s,
-                                 [component_description(lab) for lab in r.component_labels])
-        self.comp_chart.set_axis_titles("component", f"direct attribution to the {name}")
-        self.comp_chart.set_title(f"Direct logit attribution per component: {escape(target)}")
-        # heads
-        hv, hlo, hhi, hs = self._stats(r.head_values)
-        self.heatmap.set_data(hv, hlo, hhi)
-        rem = float(r.head_remainder[i] if i >= 0 else r.head_remainder.mean())
-        self.heatmap.plot.setTitle(f"Per-head DLA: {escape(target)}<br><small>everything else "
-                                   f"(embeddings, MLPs, b_O): {rem:+.3f}</small>",
-                                   color="#222", size="10pt")
-        flat = hv.reshape(-1)
-        order = np.argsort(-np.abs(flat), kind="stable")[:N_TOP_HEADS]
-        labels = [f"L{k // r.n_heads}H{k % r.n_heads}" for k in order]
-        self.top_heads.set_data(
-            labels, flat[order],
-            None if hlo is None else hlo.reshape(-1)[order],
-            None if hhi is None else hhi.reshape(-1)[order],
-            None if hs is None else hs.reshape(hs.shape[0], -1)[:, order])
-        self.top_heads.set_axis_titles("head", f"direct attribution to the {name}")
-        self.top_heads.set_title("Top heads by |attribution|")
+        # components (not shown where the architecture's components do not add up)
+        if np.isfinite(r.component_values).any():
+            v, lo, hi, s = self._stats(r.component_values)
+            self.comp_chart.set_data(r.component_labels, v, lo, hi, s,
+                                     [component_description(lab) for lab in r.component_labels])
+            self.comp_chart.set_axis_titles("component", f"direct attribution to the {name}")
+            self.comp_chart.set_title(f"Direct logit attribution per component: "
+                                      f"{escape(target)}")
+        else:
+            self.comp_chart.clear()
+            self.comp_chart.set_title("Per-component attribution is not defined on this "
+                                      "architecture (see the note below)")
+        # heads (not shown where a head's write is not its own z·W_O)
+        if not np.isfinite(r.head_values).any():
+            self.heatmap.clear()
+            self.heatmap.plot.setTitle("Per-head DLA is not defined on this architecture<br>"
+                                       "<small>(see the note below)</small>", color="#222",
+                                       size="10pt")
+            self.top_heads.clear()
+            self.top_heads.set_title("")
+            order = np.zeros(0, dtype=int)
+        else:
+            hv, hlo, hhi, hs = self._stats(r.head_values)
+            self.heatmap.set_data(hv, hlo, hhi)
+            rem = float(r.head_remainder[i] if i >= 0 else r.head_remainder.mean())
+            self.heatmap.plot.setTitle(f"Per-head DLA: {escape(target)}<br><small>everything "
+                                       f"else (embeddings, MLPs, b_O): {rem:+.3f}</small>",
+                                       color="#222", size="10pt")
+            flat = hv.reshape(-1)
+            order = np.argsort(-np.abs(flat), kind="stable")[:N_TOP_HEADS]
+            labels = [f"L{k // r.n_heads}H{k % r.n_heads}" for k in order]
+            self.top_heads.set_data(
+                labels, flat[order],
+                None if hlo is None else hlo.reshape(-1)[order],
+                None if hhi is None else hhi.reshape(-1)[order],
+                None if hs is None else hs.reshape(hs.shape[0], -1)[:, order])
+            self.top_heads.set_axis_titles("head", f"direct attribution to the {name}")
+            self.top_heads.set_title("Top heads by |attribution|")
         self._top_head_order = order
         self.set_selected_head(*self._selected)
         self._summarise()
@@ -580,9 +595,21 @@ class AttributionPanel(QWidget):
         bias = float(r.bias_values[sel].mean())
         where = (f"over {r.n_prompts} prompts (mean)" if i < 0
                  else f"after pos {pos} <code>{escape(tok)}</code>")
-        self.summary.setText(
-            f"{what} {where}: model {final:+.3f} = components {comps:+.3f} + "
-            f"b<sub>U</sub> {bias:+.3f}")
+        direct = float(np.asarray(r.lens_direct)[sel, -1].mean())
+        notes = "".join(f"<br><small style='color:#8a5a00'>{escape(n)}</small>"
+                        for n in getattr(r, "notes", ()))
+        if not np.isfinite(comps):
+            body = (f"model {final:+.3f}; direct attribution of the final residual stream "
+                    f"{direct:+.3f} + b<sub>U</sub> {bias:+.3f}" if np.isfinite(direct)
+                    else f"model {final:+.3f}")
+        elif abs(direct + bias - final) > 1e-3 * max(1.0, abs(final)):
+            # the readout is not linear (soft-capped logits): the identity holds before it
+            body = (f"model {final:+.3f}; before the model's final transform: components "
+                    f"{comps:+.3f} + b<sub>U</sub> {bias:+.3f} = {comps + bias:+.3f}")
+        else:
+            body = (f"model {final:+.3f} = components {comps:+.3f} + b<sub>U</sub> "
+                    f"{bias:+.3f}")
+        self.summary.setText(f"{what} {where}: {body}{notes}")
 
     # -- selection ----------------------------------------------------------------------------
     def _bar_clicked(self, chart: BarChart, index: int) -> None:

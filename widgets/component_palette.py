@@ -115,34 +115,63 @@ class ComponentPalette(QWidget):
         lay.addLayout(row)
         lay.addWidget(self.tree, 1)
 
-    def set_model(self, n_layers: int, n_heads: int, d_mlp: int) -> None:
+    def set_model(self, n_layers: int, n_heads: int, d_mlp: int, n_kv_heads: int = 0,
+                  missing: dict | None = None) -> None:
+        """The model's components. ``missing``: component -> why this model cannot patch it
+        (left out of the tree, listed in its tooltip). With grouped-query attention (``n_kv_heads``
+        fewer than ``n_heads``) keys and values belong to key/value heads, listed per layer."""
         self.tree.clear()
+        missing = dict(missing or {})
+        gqa = 0 < n_kv_heads < n_heads
         self.neuron.setRange(0, max(d_mlp - 1, 0))
-        embed = QTreeWidgetItem(["embed (token embedding)"])
-        embed.setData(0, ROLE, ("embed", 0, -1))
-        self.tree.addTopLevelItem(embed)
+        tip = "Drag a component (or several) onto the patch plan."
+        if missing:
+            tip += "\nNot offered on this model:\n" + "\n".join(
+                f"• {c}: {why}" for c, why in missing.items())
+        self.tree.setToolTip(tip)
+        if "embed" not in missing:
+            embed = QTreeWidgetItem(["embed (token embedding)"])
+            embed.setData(0, ROLE, ("embed", 0, -1))
+            self.tree.addTopLevelItem(embed)
+        head_parts = [(p, t) for p, t in HEAD_PARTS if p not in missing
+                      and not (gqa and p in ("k", "v"))]
         for layer in range(n_layers):
             top = QTreeWidgetItem([f"Layer {layer}"])
             top.setFlags(top.flags() & ~Qt.ItemFlag.ItemIsDragEnabled)
             self.tree.addTopLevelItem(top)
-            for part, tip in LAYER_PARTS:
+            for part, part_tip in LAYER_PARTS:
+                if part in missing:
+                    continue
                 item = QTreeWidgetItem([f"L{layer} {part}"])
-                item.setToolTip(0, tip)
+                item.setToolTip(0, part_tip)
                 item.setData(0, ROLE, (part, layer, -1))
                 top.addChild(item)
             for head in range(n_heads):
                 h_item = QTreeWidgetItem([f"L{layer}H{head}"])
                 h_item.setData(0, ROLE, ("z", layer, head))
-                h_item.setToolTip(0, "drag: the head's output (z); expand for q/k/v/pattern")
+                h_item.setToolTip(0, "drag: the head's output (z); expand for its other parts")
                 top.addChild(h_item)
-                for part, tip in HEAD_PARTS:
+                for part, part_tip in head_parts:
                     item = QTreeWidgetItem([f"L{layer}H{head} {part}"])
-                    item.setToolTip(0, tip)
+                    item.setToolTip(0, part_tip)
                     item.setData(0, ROLE, (part, layer, head))
                     h_item.addChild(item)
-            neuron = QTreeWidgetItem([f"L{layer} MLP neuron (index from 'Neuron')"])
-            neuron.setData(0, ROLE, ("neuron", layer, -2))
-            top.addChild(neuron)
+            if gqa:  # keys and values are shared by a group of query heads
+                group = n_heads // n_kv_heads
+                for kv in range(n_kv_heads):
+                    shared = f"shared by query heads H{kv * group}–H{(kv + 1) * group - 1}"
+                    for part in ("k", "v"):
+                        if part in missing:
+                            continue
+                        item = QTreeWidgetItem([f"L{layer} KV{kv} {part}"])
+                        item.setToolTip(0, f"{'keys' if part == 'k' else 'values'} of key/value "
+                                           f"head {kv}, {shared}")
+                        item.setData(0, ROLE, (part, layer, kv))
+                        top.addChild(item)
+            if "neuron" not in missing:
+                neuron = QTreeWidgetItem([f"L{layer} MLP neuron (index from 'Neuron')"])
+                neuron.setData(0, ROLE, ("neuron", layer, -2))
+                top.addChild(neuron)
 
     def find(self, text: str) -> QTreeWidgetItem | None:
         hits = self.tree.findItems(text, Qt.MatchFlag.MatchExactly | Qt.MatchFlag.MatchRecursive)

@@ -69,9 +69,23 @@ def raw_baseline_text(result) -> tuple[str, str]:
     return text, warning
 
 
+# Short names of how cells were computed (engine.patch_runner.PATHS), for the summary line.
+PATH_SHORT = {"base": "copied from the unpatched run", "suffix": "suffix forward over cached "
+              "prefix keys/values", "dense": "fused forward", "layers": "start at the patched "
+              "layer", "full": "full hooked forward"}
+
+
+def computed_text(result) -> str:
+    """'computed by: suffix forward … (96 cells), copied … (12 cells)'; '' when unknown."""
+    counts = (getattr(result, "labels", None) or {}).get("paths") or {}
+    parts = [f"{PATH_SHORT.get(k, k)} ({n})" for k, n in counts.items() if n]
+    return ("Computed by: " + ", ".join(parts) + ".") if parts else ""
+
+
 def cell_grid(axes: tuple[str, ...], shape: tuple[int, ...]) -> tuple[list[tuple], str]:
-    """Rows of the heatmap as index tuples over every axis but the column axis, and that axis."""
-    col_axis = "pos" if "pos" in axes else "head"
+    """Rows of the heatmap as index tuples over every axis but the column axis, and that axis
+    (positions, else heads: query heads, or key/value heads for a grouped-query model's k/v)."""
+    col_axis = "pos" if "pos" in axes else ("kv_head" if "kv_head" in axes else "head")
     row_axes = [i for i, a in enumerate(axes) if a != col_axis]
     rows = list(np.ndindex(*[shape[i] for i in row_axes]))
     return rows, col_axis
@@ -248,6 +262,39 @@ class PatchingPanel(QWidget):
         self.plan.clear_result()
 
     # -- running ---------------------------------------------------------------------------------
+    def set_available(self, kinds: dict, caps=None) -> None:
+        """Offer only the sweeps this model can run: ``kinds`` maps a sweep kind to why it
+        cannot ("" = it can); an unavailable entry is greyed with the reason as its tooltip.
+        ``caps`` (the model's capabilities) also says which receiver inputs path patching has."""
+        box = self.sweep_combo
+        model = box.model()
+        for i in range(box.count()):
+            reason = kinds.get(box.itemData(i), "")
+            item = model.item(i)
+            item.setEnabled(not reason)
+            full = dict(SWEEPS).get(box.itemData(i), box.itemText(i))
+            box.setItemData(i, f"Not available on this model: {reason}" if reason else full,
+                            Qt.ItemDataRole.ToolTipRole)
+        if not model.item(box.currentIndex()).isEnabled():
+            box.setCurrentIndex(next(i for i in range(box.count()) if model.item(i).isEnabled()))
+        if caps is None:
+            return
+        group = caps.n_heads // max(1, caps.n_kv_heads) if caps.n_kv_heads else 1
+        inputs = self.path_input
+        for i in range(inputs.count()):
+            comp = inputs.itemData(i)
+            reason = caps.missing.get(comp, "")
+            inputs.model().item(i).setEnabled(not reason)
+            kv = comp in ("k", "v") and group > 1
+            inputs.setItemText(i, f"→ {comp}" + (" (KV)" if kv else ""))
+            inputs.setItemData(i, (f"Not available on this model: {reason}" if reason else
+                                   f"into the receivers' {comp}" + (
+                                       f": one receiver per key/value head, shared by {group} "
+                                       "query heads" if kv else "")), Qt.ItemDataRole.ToolTipRole)
+        self._path_blocked = caps.head_dla
+        self.path_button.setEnabled(not caps.head_dla)
+        self.set_senders(self.senders)
+
     def set_busy(self, busy: bool) -> None:
         self.cancel_button.setEnabled(busy)
         self.run_button.setEnabled(not busy and not (self._check and self._check.message))
@@ -292,13 +339,15 @@ class PatchingPanel(QWidget):
         tokens = self.exact.clean_tokens if self.exact is not None else ()
         corr = self.exact.corrupted_tokens if self.exact is not None else ()
         self.path = SimpleNamespace(
-            kind="path", metric=result.metric, axes=("layer", "head"),
+            kind="path", metric=result.metric,
+            axes=("layer", getattr(result, "receiver_axis", "head")),
             values=np.asarray(result.receivers, dtype=np.float32),
             done=int(np.isfinite(result.receivers).sum()),
             total=int(np.isfinite(result.receivers).sum()), clean_value=result.clean_value,
             corrupted_value=result.corrupted_value, clean_tokens=tokens, corrupted_tokens=corr,
             seconds=result.seconds, chunk_size=0, complete=True, direction="denoise",
             labels={"path": f"{result.label} → {result.component}",
+                    "how": getattr(result, "path", ""),
                     "direct": float(result.direct_to_logits),
                     "raw_baselines": tuple(getattr(result, "raw_baselines", ()) or ()) or None})
         if self.view_combo.currentData() != "path":
@@ -342,11 +391,14 @@ class PatchingPanel(QWidget):
         row_labels = [self._row_label(axes, col_axis, r) for r in rows]
         if col_axis == "pos":
             col_labels = [f"{i}:{t}" for i, t in enumerate(result.clean_tokens)]
+        elif col_axis == "kv_head":
+            col_labels = [f"KV{h}" for h in range(matrix.shape[1])]
         else:
             col_labels = [f"H{h}" for h in range(matrix.shape[1])]
         # Axis titles first: the row-label axis sizes itself for its title and its tick labels.
-        self.heatmap.plot.setLabel("bottom", "position (clean token)" if col_axis == "pos"
-                                   else "head")
+        self.heatmap.plot.setLabel("bottom", {"pos": "position (clean token)",
+                                              "kv_head": "key/value head (shared by a group of "
+                                                         "query heads)"}.get(col_axis, "head"))
         self.heatmap.plot.setLabel("left", "layer" if len(axes) == 2 else " × ".join(
             a for a in axes if a != col_axis))
         first = self.heatmap.image.image is None or self.heatmap._shape != matrix.shape
@@ -367,16 +419,19 @@ class PatchingPanel(QWidget):
         corr = "" if r is None else f" Estimate vs exact: r = {r:.3f}."
         if result.kind == "path":
             sl_sh = result.labels["path"]
+            self.summary.setToolTip(result.labels.get("how", ""))
             self.summary.setText(
                 f"Path patching {sl_sh} of later heads (grey: not after a sender), "
                 f"{result.seconds:.2f} s. Senders → logits directly: "
                 f"{fmt(result.labels['direct'])}. {metric_label}: clean "
                 f"{fmt(result.clean_value)}, corrupted {fmt(result.corrupted_value)}{raw}.")
             return
+        computed = computed_text(result)
         self.summary.setText(
             f"{dict(SWEEPS).get(result.kind, result.kind)} — {state}; {how}. {metric_label}: "
             f"clean {fmt(result.clean_value)}, corrupted {fmt(result.corrupted_value)}{raw}; "
-            f"white = {what}.{corr}")
+            f"white = {what}.{corr} {computed}".rstrip())
+        self.summary.setToolTip(getattr(result, "path", "") or "")
 
     def _row_label(self, axes, col_axis, row: tuple) -> str:
         names = [a for a in axes if a != col_axis]
@@ -390,6 +445,8 @@ class PatchingPanel(QWidget):
                 parts.append(f"L{i}")
             elif name == "head":
                 parts.append(f"H{i}")
+            elif name == "kv_head":
+                parts.append(f"KV{i}")
             else:
                 parts.append(f"{name}{i}")
         return " ".join(parts)
@@ -424,9 +481,17 @@ class PatchingPanel(QWidget):
         if not idx:
             return None
         value = self.cell_value(row, col)
-        where = ", ".join(f"{k} {v}" for k, v in idx.items() if k != "component")
-        text = f"{idx['component']} {where}: " + ("not computed yet" if np.isnan(value)
-                                                  else f"{value:.4f}")
+        where = ", ".join(f"{k.replace('kv_head', 'KV head')} {v}" for k, v in idx.items()
+                          if k != "component")
+        padding = self._is_padding(idx)
+        text = f"{idx['component']} {where}: " + (
+            "no such key/value head (this model has fewer of them than query heads)" if padding
+            else "not computed yet" if np.isnan(value) else f"{value:.4f}")
+        if "kv_head" in idx and not padding:
+            groups = (self.result.labels or {}).get("kv_groups") or ()
+            if idx["kv_head"] < len(groups):
+                heads = groups[idx["kv_head"]]
+                text += f"  (shared by query heads H{heads[0]}–H{heads[-1]})"
         if "pos" in idx and self.result is not None:
             p = idx["pos"]
             c = self.result.clean_tokens[p] if p < len(self.result.clean_tokens) else ""
@@ -434,14 +499,24 @@ class PatchingPanel(QWidget):
             text += f"  (clean {visible(c)!s}, corrupted {visible(r)!s})"
         return text
 
+    def _is_padding(self, idx: dict) -> bool:
+        """A cell of a composite's k/v part past the model's key/value heads (NaN padding)."""
+        shapes = (self.result.labels or {}).get("part_shapes") or {}
+        axes = ((self.result.labels or {}).get("part_axes") or {}).get(idx.get("component"))
+        shape = shapes.get(idx.get("component"))
+        if not shape or not axes:
+            return False
+        return any(idx.get("head" if a == "kv_head" else a, 0) >= n
+                   for a, n in zip(axes, shape, strict=False) if a in ("head", "kv_head"))
+
     def cell_plan_item(self, row: int, col: int) -> dict | None:
         """The plan item a heatmap cell stands for (what dragging the cell drops)."""
         idx = self.cell_index(row, col)
-        if not idx:
+        if not idx or self._is_padding(idx):
             return None
         comp = SWEEP_COMPONENT.get(idx["component"], idx["component"])
         return {"component": comp, "layer": int(idx.get("layer", 0)),
-                "index": int(idx.get("head", -1)),
+                "index": int(idx.get("head", idx.get("kv_head", -1))),
                 "positions": [int(idx["pos"])] if "pos" in idx else []}
 
     def _cell_mime(self, row: int, col: int):
@@ -461,7 +536,9 @@ class PatchingPanel(QWidget):
         names = " + ".join(f"L{sl}H{sh}" for sl, sh in self.senders)
         self.path_button.setText(f"Path patch {names}" if 0 < len(self.senders) < 4
                                  else f"Path patch {len(self.senders)} senders")
-        self.path_button.setToolTip(f"Senders: {names}. {PATH_TIP}")
+        blocked = getattr(self, "_path_blocked", "")
+        self.path_button.setToolTip(f"Not available on this model: {blocked}" if blocked
+                                    else f"Senders: {names}. {PATH_TIP}")
 
     def _cell_clicked(self, row: int, col: int) -> None:
         idx = self.cell_index(row, col)

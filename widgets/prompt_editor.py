@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QCheckBox,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
@@ -20,6 +21,7 @@ class PromptEditor(QWidget):
     """Emits ``sig_run(prompt, top_k)``; the app decides what running means."""
 
     sig_run = Signal(str, int, bool)  # prompt, top_k, truncate to the model context
+    sig_bos = Signal(bool)  # the user turned the BOS token on or off
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -40,6 +42,13 @@ class PromptEditor(QWidget):
         self.top_k.setValue(10)
         self.top_k.setPrefix("top-")
         self.top_k.setToolTip("How many next-token predictions to keep at each position")
+        self.bos = QCheckBox("BOS")
+        self.bos.setObjectName("bosCheck")
+        self.bos.setChecked(True)
+        self.bos.setToolTip("Prepend the beginning-of-sequence token to every prompt, in every "
+                            "panel. Load a model to see its default.")
+        self.bos.clicked.connect(lambda: self.sig_bos.emit(self.bos.isChecked()))
+        self._bos_default = True
         self.message = QLabel()
         self.message.setObjectName("promptMessage")
         self.message.setWordWrap(True)
@@ -54,6 +63,7 @@ class PromptEditor(QWidget):
         side.setSpacing(2)
         side.addWidget(self.run_button)
         side.addWidget(self.top_k)
+        side.addWidget(self.bos)
         side.addStretch(1)
         row = QHBoxLayout()
         row.addWidget(self.edit, 1)
@@ -72,6 +82,20 @@ class PromptEditor(QWidget):
         for keys in ("Ctrl+Return", "Ctrl+Enter"):
             QShortcut(QKeySequence(keys), self.edit, activated=self._emit_run)
         self.edit.textChanged.connect(self.clear_message)
+
+    def set_bos(self, default: bool, choice: bool | None) -> None:
+        """Show the BOS policy: the model's ``default`` and the user's ``choice`` (None: the
+        default)."""
+        self._bos_default = default
+        on = default if choice is None else choice
+        self.bos.setChecked(on)
+        self.bos.setText("BOS" if choice is None or choice == default else "BOS*")
+        self.bos.setToolTip(
+            f"Prepend the beginning-of-sequence token to every prompt, in every panel "
+            f"(predictions, attention, attribution, patching pairs, induction).\nThis model's "
+            f"default: {'on' if default else 'off'}"
+            + ("" if choice is None or choice == default
+               else f"; you turned it {'on' if choice else 'off'} (*)") + ".")
 
     def prompt(self) -> str:
         return self.edit.toPlainText()

@@ -29,6 +29,7 @@ class PatchingBinding(PanelBinding):
         panel.sig_verify.connect(self.verify)
         panel.sig_path_patch.connect(self.path_patch)
         self.controller.job_progress.connect(self._progress)
+        self.controller.bos_changed.connect(lambda _choice: self.check())
         return panel
 
     def edit_actions(self) -> list:
@@ -139,7 +140,12 @@ class PatchingBinding(PanelBinding):
     def on_model_loaded(self, info) -> None:
         self.widget.clear_results(f"{info.name} is loaded. Run a sweep to see which components "
                                   "carry the answer.")
-        self.widget.palette.set_model(info.n_layers, info.n_heads, info.d_mlp)
+        from engine.patching import available_sweeps
+
+        caps = info.caps
+        self.widget.palette.set_model(info.n_layers, info.n_heads, info.d_mlp,
+                                      info.n_key_value_heads, caps.missing)
+        self.widget.set_available(available_sweeps(caps), caps)
         self.check()
         self.validate_plan(info)
 
