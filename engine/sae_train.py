@@ -192,8 +192,8 @@ class _Trainer:
         k_aux = min(pre.shape[-1] // 2 if pre.shape[-1] > 1 else 1, n_dead,
                     max(1, self.sae.cfg.d_in // 2))
         masked = torch.where(dead[None], pre, torch.full_like(pre, -torch.inf))
-        values, index = masked.topk(k_aux, dim=-1)
-        acts = torch.zeros_like(pre).scatter_(-1, index, values.relu())
+        values, index = masked.topk(k_aux, dim=-1)  # no ReLU: as SAELens, Gao et al.
+        acts = torch.zeros_like(pre).scatter_(-1, index, values)
         recon = acts @ self.sae.W_dec
         scale = min(n_dead / k_aux, 1.0)
         return self.r.aux_coefficient * scale * (recon - (-err.detach())).pow(2).sum(-1).mean()

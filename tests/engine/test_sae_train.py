@@ -189,3 +189,54 @@ def test_training_in_slices_gives_the_same_sae(tmp_path, tiny_host, text_file):
     assert out.evaluation.explained_variance == pytest.approx(
         whole.evaluation.explained_variance, abs=1e-6)
     assert "_sae_training" not in tiny_host.__dict__ or not tiny_host.__dict__["_sae_training"]
+
+
+def _trainer(arch="standard", aux=1 / 32, k=2):
+    from engine.sae import SAEConfig, SparseAutoencoder
+    from engine.sae_train import _init, _Trainer
+
+    gen = torch.Generator().manual_seed(0)
+    cfg = SAEConfig(8, 16, "blocks.0.hook_resid_pre", arch, k if arch == "topk" else 0)
+    sae = SparseAutoencoder(cfg, _init(8, 16, gen))
+    req = TrainRequest("blocks.0.hook_resid_pre", "unused", architecture=arch, k=k,
+                       dead_window=100, aux_coefficient=aux)
+    return _Trainer(req, sae, n_steps=10), torch.randn(64, 8, generator=gen)
+
+
+def test_resampling_reinitialises_dead_features_towards_badly_reconstructed_inputs():
+    tr, x = _trainer()
+    sae = tr.sae
+    tr.step(0, x)  # creates Adam's state
+    tr.tokens = 1000
+    tr.last_fired[:] = 1000
+    tr.last_fired[[3, 7]] = 0  # dead: no activation in the last 1000 >= 100 tokens
+    assert tr.dead_mask().nonzero().flatten().tolist() == [3, 7]
+    alive_norm = sae.W_enc[:, tr.dead_mask().logical_not()].norm(dim=0).mean()
+    assert tr.resample(x) == 2 and tr.resampled == 2
+    with torch.no_grad():
+        dirs = x - sae.b_dec
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+        for j in (3, 7):
+            assert float((dirs @ sae.W_dec[j]).max()) == pytest.approx(1.0, abs=1e-5)
+            assert torch.allclose(sae.W_enc[:, j], sae.W_dec[j] * 0.2 * alive_norm, atol=1e-6)
+            assert float(sae.b_enc[j]) == 0.0
+            assert float(tr.opt.state[sae.W_dec]["exp_avg"][j].abs().sum()) == 0.0
+    assert not tr.dead_mask().any()  # a full window to come alive
+
+
+def test_topk_auxiliary_loss_trains_dead_features():
+    moved = {}
+    for aux in (0.0, 1 / 32):
+        tr, x = _trainer("topk", aux)
+        with torch.no_grad():
+            tr.sae.b_enc[8:] = -5.0  # features 8-15 never make the top k ...
+        tr.tokens = 1000
+        tr.last_fired[:] = 1000
+        tr.last_fired[8:] = 0  # ... and count as dead
+        with torch.no_grad():
+            assert not bool((tr.sae._activate(tr.sae.hidden_pre(x))[:, 8:] > 0).any())
+        before = tr.sae.W_enc.detach().clone()
+        tr.step(0, x)
+        moved[aux] = float((tr.sae.W_enc.detach()[:, 8:] - before[:, 8:]).abs().sum())
+    assert moved[0.0] == 0.0  # nothing else trains a feature that never fires
+    assert moved[1 / 32] > 0  # the auxiliary loss does
