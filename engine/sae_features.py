@@ -118,14 +118,23 @@ def logit_effects(host, loaded: LoadedSAE, n: int = 10, chunk: int = 1024) -> Lo
 
 
 def model_identity(host) -> str:
-    """The model's identity by content (not by path, so a cache survives moving the folder)."""
+    """The model's identity from its files (portable: a cache built on one machine, such as the
+    bundled SAE's shipped dashboards, is found on another): for config.json and every
+    safetensors file, its name, size, header and first MiB; plus the dtype it runs in."""
     info = host.info
-    model = host.model
-    h = hashlib.sha256(f"{info.n_params}|{info.dtype}|{info.d_model}|{info.n_layers}".encode())
-    for t in (model.W_E[:64], model.W_U[:, :64], model.blocks[0].ln1.w if hasattr(
-            model.blocks[0].ln1, "w") else model.W_E[-8:]):
-        h.update(t.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:24]
+    cached = host.__dict__.get("_model_identity")
+    if cached is not None:
+        return cached
+    h = hashlib.sha256(f"{info.dtype}|{info.n_params}|{info.d_model}|{info.n_layers}".encode())
+    folder = Path(info.folder)
+    files = sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
+    for path in files:
+        if path.is_file():
+            h.update(f"{path.name}|{path.stat().st_size}".encode())
+            with path.open("rb") as f:
+                h.update(f.read(1 << 20))
+    host.__dict__["_model_identity"] = h.hexdigest()[:24]
+    return host.__dict__["_model_identity"]
 
 
 def cache_key(host, loaded: LoadedSAE, request: DashboardRequest) -> str:
@@ -221,11 +230,13 @@ def run_dashboards(host, request: DashboardRequest, ctx: JobContext) -> FeatureS
     ctx.progress(0.0, "Looking for cached dashboards…")
     key = cache_key(host, loaded, request)
     path = Path(request.cache_dir) / f"{key}.safetensors" if request.cache_dir else None
-    if path is not None:
-        cached = _load(path, key, sae.cfg.d_sae, request.top_k)
-        if cached is not None:
-            ctx.progress(1.0, "Loaded the dashboards from the cache")
-            return cached
+    # an SAE folder may ship its dashboards (the bundled SAE does): checked like any cache file
+    for candidate in (path, Path(loaded.folder) / "dashboards" / f"{key}.safetensors"):
+        if candidate is not None:
+            cached = _load(candidate, key, sae.cfg.d_sae, request.top_k)
+            if cached is not None:
+                ctx.progress(1.0, "Loaded the dashboards from the cache")
+                return cached
     if request.cache_only:
         return None
     d_sae = sae.cfg.d_sae

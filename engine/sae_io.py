@@ -35,7 +35,7 @@ MAX_CFG_BYTES = 1_000_000
 MAX_WEIGHTS_BYTES = 8 * 2**30
 PICKLED = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
-BUNDLED_SAE_DIR = RESOURCES / "saes" / "lensbench-organism-res2"
+BUNDLED_SAE_DIR = RESOURCES / "saes" / "lensbench-organism-res3"
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "F64": torch.float64}
 

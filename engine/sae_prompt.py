@@ -18,7 +18,7 @@ import torch
 from engine.jobs import JobContext
 from engine.sae_features import LogitEffects, logit_effects
 from engine.sae_io import get_sae, read_log_sparsity
-from engine.sae_splice import FeatureEdit, capture_hook, check_edits, edit_hook
+from engine.sae_splice import FeatureEdit, activations, check_edits, edit_hook
 from engine.targets import Target, resolve_target
 from engine.tokens import str_tokens, tokenize
 
@@ -99,10 +99,7 @@ def run_prompt_features(host, request: PromptFeaturesRequest, ctx: JobContext) -
     sae = loaded.sae
     tokens = tokenize(host, request.prompt, request.prepend_bos, request.truncate)
     ctx.check_cancelled()
-    store: dict = {}
-    with host.model.hooks(fwd_hooks=[(sae.cfg.hook_name, capture_hook(store))]):
-        host.model(tokens, stop_at_layer=None, return_type="logits")
-    x = sae.flat(store["act"])[0]
+    x = sae.flat(activations(host.model, tokens, sae.cfg.hook_name))[0]
     f, state = sae.encode_with_state(x)
     err = x - sae.decode(f, state)
     return PromptFeatures(request.prompt, loaded.folder, tuple(str_tokens(host, tokens[0])),

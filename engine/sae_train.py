@@ -181,8 +181,8 @@ class _Trainer:
             fired = (f > 0).any(0)
             self.tokens += x.shape[0]
             self.last_fired[fired] = self.tokens
-        l0 = float((f > 0).float().sum(-1).mean())
-        return float(mse) / x.shape[-1], l0, float(self.dead_mask().float().mean())
+        l0 = float((f.detach() > 0).float().sum(-1).mean())
+        return float(mse.detach()) / x.shape[-1], l0, float(self.dead_mask().float().mean())
 
     def _aux_loss(self, pre: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
         dead = self.dead_mask()

@@ -48,12 +48,13 @@ def context_html(tokens: list[str], acts: np.ndarray, center: int, scale: float)
     for i, (tok, a) in enumerate(zip(tokens, acts, strict=True)):
         if tok is None:
             continue
-        style = f"background-color:{_shade(float(a) / scale if scale > 0 else 0)};"
+        style = (f"background-color:{_shade(float(a) / scale if scale > 0 else 0)}; "
+                 "white-space:nowrap;")
         if i == center:
-            style += "border:1px solid #a04000; font-weight:bold;"
+            style += "text-decoration:underline; font-weight:bold; color:#5a2000;"
         title = f"{a:.3g}"
         out.append(f"<span style='{style}' title='{title}'>{escape(visible(tok))}</span>")
-    return "".join(out)
+    return "&#8203;".join(out)  # lines break between tokens, never inside one
 
 
 class FeatureDashboard(QWidget):
@@ -130,6 +131,7 @@ class FeatureDashboard(QWidget):
         lay.addWidget(self.strip)
         lay.addWidget(split, 1)
         self._prompt = None
+        self.strip.hide()
 
     def _emit(self, signal) -> None:
         if self.feature is not None:
@@ -147,9 +149,10 @@ class FeatureDashboard(QWidget):
             b.setEnabled(False)
 
     def set_prompt(self, str_tokens: list[str] | None) -> None:
-        """The current prompt's tokens (None: no prompt run yet)."""
+        """The current prompt's tokens (None: no prompt run yet; the strip is hidden)."""
         self._prompt = str_tokens
         self.strip.set_tokens(list(str_tokens or []))
+        self.strip.setVisible(bool(str_tokens))
 
     def show_feature(self, feature: int, *, vocab, logits, stats=None, prompt_acts=None,
                      n_tokens_label: str = "") -> None:

@@ -25,7 +25,7 @@ from widgets.token_strip import visible
 
 SORT_ROLE = Qt.ItemDataRole.UserRole
 SEARCH_ROLE = Qt.ItemDataRole.UserRole + 1
-COLUMNS = ("feature", "density", "max act", "logit effect", "promotes")
+COLUMNS = ("#", "density", "max", "logit", "promotes")
 COLUMN_TIPS = (
     "The feature's index in the SAE",
     "Fraction of corpus tokens on which the feature fires (from the dashboards; before they "

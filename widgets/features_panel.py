@@ -169,8 +169,8 @@ class FeaturesPanel(QWidget):
         """``choices``: (label, folder) pairs for the combo box."""
         self.sae_combo.blockSignals(True)
         self.sae_combo.clear()
-        if not choices:
-            self.sae_combo.addItem("(no SAE)", "")
+        if not current or current not in [f for _, f in choices]:
+            self.sae_combo.addItem("(no SAE loaded)", "")
         for label, folder in choices:
             self.sae_combo.addItem(label, folder)
             self.sae_combo.setItemData(self.sae_combo.count() - 1, folder,
@@ -200,7 +200,10 @@ class FeaturesPanel(QWidget):
             self.dash_status.setText("")
             self._show_at_token()
             return
-        self.description.setText(f"{info.name}: {info.description}")
+        trained_on = info.cfg.get("model_name") or ""
+        other = f" · trained on {trained_on}" if trained_on and trained_on != info.model_name \
+            else ""
+        self.description.setText(f"{info.name}: {info.description}{other}")
         self.description.setToolTip(f"{info.folder}\n{info.cfg}")
         self.intervene.set_n_features(info.d_sae)
         layer = int(info.hook_name.split(".")[1])

@@ -112,15 +112,20 @@ class FeatureTrainView(QWidget):
         self.source.setObjectName("trainSource")
         for key, label in SOURCES:
             self.source.addItem(label, key)
+        self.source.setToolTip("The text whose activations the SAE learns; a Hugging Face "
+                               "dataset is read only from the local cache, never downloaded")
         self.source_path = QLineEdit()
         self.source_path.setObjectName("trainSourcePath")
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.source_browse = QPushButton("…")
+        self.source_browse.setFixedWidth(32)
         self.source_browse.setToolTip("Choose a text file")
         self.output = QLineEdit()
         self.output.setObjectName("trainOutput")
         self.output.setToolTip("Where the SAE is saved (SAELens layout: cfg.json + "
                                "sae_weights.safetensors)")
         self.output_browse = QPushButton("…")
+        self.output_browse.setFixedWidth(32)
         self.output_browse.setToolTip("Choose the output folder")
         self.train_button = QPushButton("Train")
         self.train_button.setObjectName("trainButton")
@@ -247,7 +252,8 @@ class FeatureTrainView(QWidget):
         self.source_path.setEnabled(kind != "bundled")
         self.source_browse.setEnabled(kind == "file")
         self.source_path.setPlaceholderText({"bundled": "", "file": "path to a UTF-8 text file",
-                                             "hf": "dataset name, e.g. NeelNanda/pile-10k"}[kind])
+                                             "hf": "dataset name (train split, 'text' column), e.g. "
+                                             "NeelNanda/pile-10k"}[kind])
 
     def settings(self) -> dict:
         return {"hook_name": self.hook_name(), "architecture": self.arch.currentData(),

@@ -89,7 +89,7 @@ class FeaturesBinding(PanelBinding):
     def _refresh_choices(self) -> None:
         choices = []
         if self.is_bundled_model() and (BUNDLED_SAE_DIR / "cfg.json").is_file():
-            choices.append(("bundled SAE (residual stream, layer 2)", str(BUNDLED_SAE_DIR)))
+            choices.append(("bundled SAE (residual stream)", str(BUNDLED_SAE_DIR)))
         for f in self._recent():
             if Path(f) != BUNDLED_SAE_DIR and Path(f, "cfg.json").is_file():
                 choices.append((Path(f).name, f))
@@ -202,8 +202,10 @@ class FeaturesBinding(PanelBinding):
         """A new prompt: its features, and attribution / interventions shown again for it (a
         result for the previous prompt is never left on screen as current)."""
         self._prompt_truncate = truncate
-        self.request_prompt_features()
         p = self.widget
+        if p.prompt_features is not None and p.prompt_features.prompt != prompt:
+            p.set_prompt_features(None)  # never the previous prompt's activations as current
+        self.request_prompt_features()
         if p.attribution.result is not None and p.attribution.answer_edit.text():
             p.attribution.request_run()
         else:

@@ -103,7 +103,7 @@ def test_open_build_browse_sort_search(qtbot, window, sae_folder, text_file, mon
     assert f"Feature {f}" in panel.dashboard.header.text()
     assert f"{float(stats.density[f]):.3%}" in panel.dashboard.header.text()
     html = panel.dashboard.contexts.toHtml()
-    assert "border" in html and f"{float(stats.top_acts[f, 0]):.2f}" in html
+    assert "underline" in html and f"{float(stats.top_acts[f, 0]):.2f}" in html
     # search by number, then by token text
     qtbot.keyClicks(panel.list.search, "17")
     assert panel.list.proxy.rowCount() == 1 and panel.list.proxy.index(0, 0).data() == "17"
@@ -344,3 +344,23 @@ def test_session_state_round_trip(qtbot, window, sae_folder, monkeypatch):
     # hostile values are ignored, not fatal
     b.restore_session_state({"sae": 5, "interventions": [{"feature": "x"}], "train": [],
                              "intervention_result": {"before_tokens": [1]}, "tab": "no"})
+
+
+def test_saved_session_file_restores_the_sae_and_feature(qtbot, window, sae_folder, monkeypatch,
+                                                         tmp_path):
+    from app.session_actions import open_path, save_to
+
+    panel = open_sae(qtbot, window, sae_folder, monkeypatch)
+    run_prompt_and_wait(qtbot, window, IOI)
+    panel.select_feature(21)
+    panel.train.tokens.setValue(123_000)
+    path = str(tmp_path / "s.lensbench")
+    assert save_to(window, path)
+    b = binding_of(window)
+    b.folder = ""
+    panel.set_sae(None)
+    panel.train.tokens.setValue(10_000)
+    assert open_path(window, path)
+    wait_idle(qtbot, window)
+    assert panel.info is not None and panel.info.folder == str(sae_folder.resolve())
+    assert panel.dashboard.feature == 21 and panel.train.tokens.value() == 123_000

@@ -94,10 +94,24 @@ def test_dashboards_equal_a_brute_force_pass_and_are_cached(tiny_host, saes, cor
     again = run_dashboards(tiny_host, req, Context())
     assert again.from_cache and again.key == stats.key
     np.testing.assert_array_equal(again.window_tokens, stats.window_tokens)
-    # a damaged cache file is rebuilt, not trusted
+    # an SAE folder may ship its dashboards (as the bundled SAE does)
+    import shutil
+
     path = tmp_path / "cache" / f"{stats.key}.safetensors"
+    (folder / "dashboards").mkdir()
+    shutil.copy(path, folder / "dashboards" / path.name)
+    path.unlink()
+    shipped = run_dashboards(tiny_host, req, Context())
+    assert shipped.from_cache and np.array_equal(shipped.top_acts, stats.top_acts)
+    shutil.rmtree(folder / "dashboards")
+    # a damaged cache file is rebuilt, not trusted
+    run_dashboards(tiny_host, req, Context())
     path.write_bytes(path.read_bytes()[:100])
     assert not run_dashboards(tiny_host, req, Context()).from_cache
+    # cache_only: the cached result or None, never a computation
+    other = DashboardRequest(str(folder), source, n_tokens=5000, context_size=32, top_k=5,
+                             cache_dir=str(tmp_path / "cache"), cache_only=True)
+    assert run_dashboards(tiny_host, other, Context()) is None
 
 
 @torch.inference_mode()
