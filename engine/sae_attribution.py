@@ -33,7 +33,7 @@ class FeatureAttributionRequest:
     prompt: str
     sae_folder: str
     target: Target
-    prepend_bos: bool = True
+    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
     truncate: bool = False
 
 

@@ -60,7 +60,7 @@ def run_feature_plan(host, request, ctx: JobContext):
                 problem = _feature_problem(item, saes[item.sae], n_pos)
         else:
             problem = item_problem(item, info.n_layers, info.n_heads, info.d_mlp,
-                                   info.n_key_value_heads, n_pos)
+                                   info.n_key_value_heads, n_pos, getattr(info, "caps", None))
         if problem:
             problems.append(f"Item {i + 1} ({item.label()}): {problem}.")
     if problems:
@@ -118,7 +118,8 @@ def run_feature_plan(host, request, ctx: JobContext):
     return PlanResult(("all together", *[i.label() for i in request.items]),
                       values.astype(np.float32), clean_v, corr_v,
                       "corrupted" if direction == "denoise" else "clean", request.metric,
-                      time.perf_counter() - started)
+                      time.perf_counter() - started,
+                      "full forwards with TransformerLens hooks (the plan has SAE features)")
 
 
 def _edit(item, name, saes, src_cache, base_cache, clean_cache, n_pairs):

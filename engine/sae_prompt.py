@@ -73,7 +73,7 @@ def run_load_sae(host, request: SAELoadRequest, ctx: JobContext) -> SAEInfo:
 class PromptFeaturesRequest:
     prompt: str
     sae_folder: str
-    prepend_bos: bool = True
+    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
     truncate: bool = False
 
 
@@ -116,7 +116,7 @@ class InterventionRequest:
     top_k: int = 10
     answer: str = ""  # optional: report this token's logit (minus the counterfactual's)
     counterfactual: str = ""
-    prepend_bos: bool = True
+    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
     truncate: bool = False
 
 

@@ -34,6 +34,7 @@ from engine.sae_buffer import ActivationStream
 from engine.sae_eval import SAEEvaluation, evaluate_sae
 from engine.sae_io import save_sae
 from engine.text_source import TextSource
+from engine.tokens import bos_policy
 
 PARTIAL_SECONDS = 0.4
 
@@ -268,7 +269,8 @@ class TrainingRun:
                         k=request.k if request.architecture == "topk" else 0,
                         reshape_activations="hook_z" if request.hook_name.endswith("hook_z")
                         else "none", model_name=request.model_name or info.name,
-                        context_size=request.context_size, prepend_bos=True,
+                        context_size=request.context_size,
+                        prepend_bos=bos_policy(host, None),
                         dataset_path=request.source.label())
         check_fits(cfg, info)
         ctx.progress(0.0, "Reading held-out text for the evaluation…")

@@ -4,7 +4,7 @@ Sources: the bundled corpus sample of the model organism (``resources/corpus``),
 file (UTF-8, optionally gzip-compressed; one document per line, or paragraphs), or a Hugging Face
 dataset that is already in the local cache (never downloaded here). Documents are tokenised
 without special tokens, joined with the end-of-text token and cut into rows of
-``context_size`` tokens, each starting with BOS (as SAELens packs its contexts).
+``context_size`` tokens, each starting with BOS when the model's tokenizer prepends one (as SAELens packs its contexts).
 
 Files are checked before use: an empty file, a binary one, or one that is not UTF-8 gets a clear
 message instead of a stream of garbage tokens.
@@ -147,11 +147,15 @@ def source_digest(source: TextSource) -> str:
 
 
 def token_rows(host, source: TextSource, context_size: int, max_tokens: int, rows_per_batch: int,
-               ctx: JobContext | None = None, prepend_bos: bool = True
+               ctx: JobContext | None = None, prepend_bos: bool | None = None
                ) -> Iterator[torch.Tensor]:
     """Batches [rows, context_size] of token ids on the host's device, up to ``max_tokens``.
+    Rows start with BOS when the model's BOS policy says so (``engine.tokens.bos_policy``).
 
     Raises InputError when the source yields no tokens at all."""
+    from engine.tokens import bos_policy
+
+    prepend_bos = bos_policy(host, prepend_bos)
     tok = host.tokenizer
     n_ctx = int(host.info.n_ctx)
     if not 2 <= context_size <= n_ctx:
