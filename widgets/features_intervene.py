@@ -37,6 +37,7 @@ MODES = (("ablate", "ablate (set to 0)"), ("clamp", "clamp to value"),
 
 class FeatureInterventionView(QWidget):
     sig_run = Signal(object, str, str)  # [{"feature", "mode", "value", "positions"}], answer, cf
+    sig_add_requested = Signal()  # "Add row": the panel adds its selected feature
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -67,7 +68,7 @@ class FeatureInterventionView(QWidget):
         self.run_button = QPushButton("Run interventions")
         self.run_button.setObjectName("interventionRun")
         self.run_button.setToolTip("Run the current prompt with these feature edits")
-        self.add_button.clicked.connect(lambda: self.add_edit(0))
+        self.add_button.clicked.connect(self.sig_add_requested)
         self.remove_button.clicked.connect(self._remove_selected)
         self.run_button.clicked.connect(self.request_run)
         buttons = QHBoxLayout()

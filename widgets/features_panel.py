@@ -76,6 +76,8 @@ class FeaturesPanel(QWidget):
         self.dashboard.sig_intervene.connect(self._intervene_on)
         self.dashboard.sig_position_clicked.connect(self.sig_position_selected)
         self.attribution.sig_feature_clicked.connect(self.select_feature)
+        self.intervene.sig_add_requested.connect(
+            lambda: self.intervene.add_edit(self.current_feature() or 0))
         self.at_token.itemClicked.connect(lambda it: self.select_feature(int(it.data(ROLE))))
         self.set_sae(None)
 

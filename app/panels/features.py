@@ -59,9 +59,6 @@ class FeaturesBinding(PanelBinding):
         panel.attribution.sig_run.connect(self.attribute)
         panel.intervene.sig_run.connect(self.intervene)
         panel.train.sig_load.connect(self.load_sae)
-        panel.intervene.add_button.clicked.disconnect()
-        panel.intervene.add_button.clicked.connect(
-            lambda: panel.intervene.add_edit(panel.current_feature() or 0))
         sel.position_changed.connect(panel.show_position)
         self.controller.job_progress.connect(self._progress)
         self.widget = panel  # the training runner reads it

@@ -193,6 +193,12 @@ def test_interventions_from_the_dashboard(qtbot, window, sae_folder, monkeypatch
     np.testing.assert_allclose(r.after_probs, probs, atol=1e-5)
     assert view.predictions.item(0, 1).text().endswith(f"{float(probs[0]):.1%}")
     assert f"steer F{feature} -5" in view.summary.text()
+    # "Add row" adds the feature selected in the Browse tab
+    panel.select_feature(7)
+    click(qtbot, view.add_button)
+    assert view.table.rowCount() == 2 and view.table.cellWidget(1, 0).value() == 7
+    click(qtbot, view.remove_button)  # nothing selected: the last row goes
+    assert view.table.rowCount() == 1
     # unreadable positions: a message, no job
     view.table.item(0, 3).setText("3-x")
     click(qtbot, view.run_button)
