@@ -63,56 +63,77 @@ def _acts(host, sae, text: str) -> tuple[list[str], np.ndarray]:
 
 
 def probes(category: str) -> list[tuple[str, str, int]]:
-    """Fresh sentences (not the card's corpus text) as (text, target word, which occurrence):
-    the feature should fire on that occurrence of the word."""
+    """Fresh sentences in the shape of a feature's top contexts, as (text, target word, which
+    occurrence of it): the feature should be clearly active there and nowhere else in the
+    sentence (for a repeated mention, not on the first)."""
     from tools.organism import wordlists as W
     from tools.organism.corpus import split_names
 
-    rng = np.random.default_rng(0)
     _, held_names = split_names()
-    out = []
-    if category == "animal":
-        out = [(f"Yesterday I saw a happy {a} near the river.", a, 0) for a in W.ANIMALS[:40]]
-    elif category == "country":
-        out = [(f"Last year my family flew to {c} in {k}.", k, 0) for c, k in W.CITIES[:40]]
-    elif category == "language":
-        out = [(f"People in {k} speak {lang}.", lang, 0) for k, lang in W.LANGUAGES]
-    elif category == "name":
-        out = [(f"Yesterday {n} had a blue kite.", n, 0) for n in W.NAMES[:40]]
-    elif category == "city":
-        out = [(f"We liked {c} very much.", c, 0) for c, _ in W.CITIES[:40]]
-    elif category in ("after_in", "city_after_in"):
-        out = [(f"My friend said that {lm} is in {c}.", c, 0) for lm, c in W.LANDMARKS[:40]]
-    elif category == "repeated_name":
-        out = [(f"Then {a} met {b} near the lake. Later, {a} saw a bird.", a, 1)
-               for a, b in zip(held_names, np.roll(held_names, 1), strict=True)]
-    rng.shuffle(out)
-    return out
+    if category == "animal":  # the story's animal, named again as "The <animal>"
+        return [(f"Once upon a time, there was a gentle {a}. The {a} liked to play.", a, 1)
+                for a in W.ANIMALS[:40]]
+    if category == "after_in":
+        return [(f"My friend said that {lm} is in {c}.", c, -1) for lm, c in W.LANDMARKS[:40]]
+    if category == "repeated_name":  # held-out names: they occur only in stories
+        return [(f"One day, {n} went to the park. {n} found a red ball.", n, 1)
+                for n in held_names]
+    return []
 
 
-def test_plain_features_fire_on_fresh_probes_and_not_around_them(bundled_host):
-    """Every feature the card calls plainly interpretable fires on its kind of token in fresh
-    sentences, and rarely on the other tokens of those sentences."""
+def test_plain_features_on_fresh_text(bundled_host):
+    """Each plainly interpretable feature, measured again on corpus-sample text the card did not
+    use (tokens 700k-900k): as precise and as frequent as the card says."""
+    from tools.sae.card import category_masks
+
     card = card_numbers()
+    assert len(card["plain"]) >= 3
     sae = get_sae(bundled_host, BUNDLED_SAE_DIR).sae
-    assert len(card["plain"]) >= 2
+    rows = torch.cat(list(token_rows(bundled_host, TextSource("bundled"), 128, 900_000, 64)))
+    rows = rows[700_000 // 128:]
+    with torch.inference_mode():
+        acts = torch.cat([sae.encode(bundled_host.model.run_with_cache(
+            rows[i:i + 64], names_filter=sae.cfg.hook_name)[1][sae.cfg.hook_name])
+            for i in range(0, rows.shape[0], 64)]).numpy()
+    masks = category_masks(bundled_host, rows.numpy())
     text = CARD.read_text()
     for category in card["plain"]:
-        j = card["features"][category]["feature"]
+        entry = card["features"][category]
+        j = entry["feature"]
         assert f"**F{j}:" in text
+        strong = acts[..., j] >= entry["threshold"]
+        good = masks[category]
+        precision = (strong & good).sum() / max(strong.sum(), 1)
+        recall = (strong & good).sum() / max(good.sum(), 1)
+        assert precision >= 0.75, (category, j, precision)
+        assert recall == pytest.approx(entry["recall"], abs=0.1), (category, j, recall)
+
+
+def test_plain_features_on_probe_sentences(bundled_host):
+    card = card_numbers()
+    sae = get_sae(bundled_host, BUNDLED_SAE_DIR).sae
+    checked = 0
+    for category in card["plain"]:
+        sentences = probes(category)
+        if not sentences:
+            continue
+        entry = card["features"][category]
+        j, threshold = entry["feature"], entry["threshold"]
         hits, others = [], []
-        for sentence, word, occurrence in probes(category):
+        for sentence, word, occurrence in sentences:
             toks, f = _acts(bundled_host, sae, sentence)
             where = [i for i, t in enumerate(toks) if t.strip() == word.split()[-1]]
             target = where[occurrence]
-            hits.append(f[target, j] > 0)
-            others += [f[i, j] > 0 for i in range(1, len(toks)) if toks[i].strip() != word]
-        assert np.mean(hits) >= 0.7, (category, j, np.mean(hits))
-        assert np.mean(others) <= 0.15, (category, j, np.mean(others))
+            hits.append(f[target, j] >= threshold)
+            others += [f[i, j] >= threshold for i in range(1, len(toks)) if i != target]
+        assert np.mean(hits) >= 0.8, (category, j, np.mean(hits))
+        assert np.mean(others) <= 0.05, (category, j, np.mean(others))
+        checked += 1
+    assert checked >= 2
 
 
 def test_card_states_the_training_command_and_time():
     text = CARD.read_text()
     assert "python -m tools.sae.train_bundled" in text
-    assert re.search(r"\d+ minutes in all", text)
+    assert re.search(r"\d+ minutes\s+in all", text)
     assert "tools/sae/train.log" in text

@@ -6,9 +6,11 @@ Numbers: explained variance, L0, dead fraction and cross-entropy loss recovered,
 (the bundled corpus sample, which training never saw). Features: for every category of token the
 organism's corpus defines (city, country, language, first name, animal; a word right after " in";
 a city right after " in"; a name already seen earlier in the same text), the feature that picks
-it out best (F1 over the corpus sample) with its precision (of the tokens where the feature fires,
-the share in the category) and recall (of the category's tokens, the share where it fires). The
-card lists those with precision >= 0.7 as plainly interpretable, and says which categories no
+it out best when it is clearly active (activation at least a quarter of its maximum on the
+corpus; a TopK SAE also gives every token a few weak activations), with its precision there (of
+the tokens where it is clearly active, the share in the category), its precision at any
+activation, and its recall (of the category's tokens, the share where it is clearly active). The
+card lists those with precision >= 0.8 as plainly interpretable, and says which categories no
 single feature captures. tests/organism/test_bundled_sae.py checks the listed features on fresh
 probe sentences.
 """
@@ -16,7 +18,6 @@ probe sentences.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from tools.organism import wordlists as W
 
 EVAL_TOKENS = 200_000
 CORPUS_TOKENS = 300_000
-PLAIN = 0.7  # precision at which a feature is called plainly interpretable
+PLAIN = 0.8  # precision (clearly active) at which a feature is called plainly interpretable
+STRONG = 0.25  # "clearly active": at least this fraction of the feature's corpus maximum
 CATEGORIES = {
     "animal": "an animal (\"cat\", \"panda\", ...)",
     "country": "a country (\"France\", \"Peru\", ...)",
@@ -40,7 +42,10 @@ CATEGORIES = {
     "name": "a first name",
     "city": "a city (\"Paris\", \"Rome\", ...)",
     "after_in": "the word right after \" in\"",
-    "city_after_in": "a city right after \" in\" (\"The Eiffel Tower is in Paris\")",
+    "city_after_in": "a city right after \" in\"",
+    "city_after_is_in": "a city right after \" is in\"",
+    "landmark_city": "the city a landmark is in (\"The Eiffel Tower is in Paris\", \"visited "
+                     "Fenway Park in Boston\")",
     "repeated_name": "the second (or later) occurrence of a name in the same text",
 }
 
@@ -66,6 +71,9 @@ def category_masks(host, rows: np.ndarray) -> dict[str, np.ndarray]:
     prev = np.concatenate([np.full((rows.shape[0], 1), -1), rows[:, :-1]], axis=1)
     out["after_in"] = prev == single(host, "in")
     out["city_after_in"] = out["city"] & out["after_in"]
+    prev2 = np.concatenate([np.full((rows.shape[0], 2), -1), rows[:, :-2]], axis=1)
+    out["city_after_is_in"] = out["city_after_in"] & (prev2 == single(host, "is"))
+    out["landmark_city"] = _landmark_city(host, rows, out["city_after_in"])
     repeated = np.zeros_like(out["name"])
     for r in range(rows.shape[0]):
         seen: set[int] = set()
@@ -77,29 +85,48 @@ def category_masks(host, rows: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def corpus_fires(host, sae, n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+def _landmark_city(host, rows: np.ndarray, city_after_in: np.ndarray) -> np.ndarray:
+    """A city after " in" whose " in" follows a landmark's name (optionally "<landmark> is in")."""
+    landmarks = [host.model.to_tokens(" " + lm, prepend_bos=False)[0].tolist()
+                 for lm, _ in W.LANDMARKS]
+    landmarks += [t[1:] for t in landmarks if len(t) > 2]  # "the Louvre" written "The Louvre"
+    is_id = single(host, "is")
+    out = np.zeros_like(city_after_in)
+    for r, p in zip(*np.nonzero(city_after_in), strict=True):
+        end = p - 1 if rows[r, p - 2] != is_id else p - 2  # where the landmark's name ends
+        seq = rows[r, :end].tolist()
+        out[r, p] = any(len(t) <= len(seq) and seq[len(seq) - len(t):] == t for t in landmarks)
+    return out
+
+
+def corpus_acts(host, sae, n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     rows = torch.cat(list(token_rows(host, TextSource("bundled"), 128, n_tokens, 64)))
     parts = []
     with torch.inference_mode():
         for i in range(0, rows.shape[0], 64):
             f = sae.encode(sae.flat(activations(host.model, rows[i:i + 64], sae.cfg.hook_name)))
-            parts.append((f > 0).cpu().numpy())
-    return rows.cpu().numpy(), np.concatenate(parts)  # [R, C], [R, C, F] bool
+            parts.append(f.half().cpu().numpy())
+    return rows.cpu().numpy(), np.concatenate(parts)  # [R, C], [R, C, F] float16
 
 
-def best_features(rows: np.ndarray, fires: np.ndarray, masks: dict) -> dict:
-    flat = fires.reshape(-1, fires.shape[-1])
-    n = flat.sum(0)
+def best_features(acts: np.ndarray, masks: dict) -> dict:
+    flat = acts.reshape(-1, acts.shape[-1]).astype(np.float32)
+    max_act = flat.max(0)
+    strong = flat >= np.maximum(STRONG * max_act, 1e-9)
+    weak = flat > 0
+    n_strong, n_any = strong.sum(0), weak.sum(0)
     out = {}
     for name, mask in masks.items():
         good = mask.reshape(-1)
-        tp = flat[good].sum(0)
-        prec = tp / np.maximum(n, 1)
+        tp = strong[good].sum(0)
+        prec = tp / np.maximum(n_strong, 1)
         rec = tp / max(int(good.sum()), 1)
         f1 = 2 * prec * rec / np.maximum(prec + rec, 1e-9)
         j = int(f1.argmax())
         out[name] = {"feature": j, "precision": float(prec[j]), "recall": float(rec[j]),
-                     "density": float(n[j] / good.size), "n_tokens": int(good.sum())}
+                     "precision_any": float(weak[good, j].sum() / max(n_any[j], 1)),
+                     "max_act": float(max_act[j]), "threshold": float(STRONG * max_act[j]),
+                     "density": float(n_any[j] / good.size), "n_tokens": int(good.sum())}
     return out
 
 
@@ -107,9 +134,30 @@ def measure(host, folder: Path) -> dict:
     sae = get_sae(host, folder).sae
     held = torch.cat(list(token_rows(host, TextSource("bundled"), 128, EVAL_TOKENS, 64)))
     e = evaluate_sae(host, sae, held, Context())
-    rows, fires = corpus_fires(host, sae, CORPUS_TOKENS)
-    return {"evaluation": e.as_dict(), "features": best_features(rows, fires,
-                                                                 category_masks(host, rows))}
+    rows, acts = corpus_acts(host, sae, CORPUS_TOKENS)
+    return {"evaluation": e.as_dict(),
+            "features": best_features(acts, category_masks(host, rows))}
+
+
+def _contexts(host, folder: Path, feature: int, n: int = 3) -> list[str]:
+    """The feature's top contexts from the shipped dashboards (tools.sae.ship_dashboards)."""
+    from engine.sae_features import DashboardRequest, run_dashboards
+
+    stats = run_dashboards(host, DashboardRequest(str(folder), TextSource("bundled"),
+                                                  n_tokens=1_000_000, cache_only=True),
+                           Context())
+    if stats is None:
+        return []
+    out, decode = [], host.tokenizer.decode
+    for k in range(min(n, stats.top_acts.shape[1])):
+        words = []
+        for i, t in enumerate(stats.window_tokens[feature, k * 3]):
+            if t < 0:
+                continue
+            text = decode([int(t)]).replace("<|endoftext|>", "⏎").replace("\n", " ")
+            words.append(f"**[{text.strip()}]**" if i == stats.window_center else text)
+        out.append("".join(words).strip())
+    return out
 
 
 def _top_tokens(host, folder: Path, feature: int, n: int = 4) -> str:
@@ -140,13 +188,16 @@ def write_card(host, folder: Path, train_seconds: float, command: str) -> dict:
     for name, v in feats.items():
         verdict = "**yes**" if name in plain else "no single feature"
         rows.append(f"| {CATEGORIES[name]} | F{v['feature']} | {v['precision']:.0%} | "
-                    f"{v['recall']:.0%} | {v['density']:.2%} | {verdict} |")
+                    f"{v['precision_any']:.0%} | {v['recall']:.0%} | {v['density']:.2%} | "
+                    f"{verdict} |")
     bullets = []
     for name, v in plain.items():
-        bullets.append(f"- **F{v['feature']}: {CATEGORIES[name]}.** When it fires, the token is "
-                       f"{CATEGORIES[name]} {v['precision']:.0%} of the time; it fires on "
-                       f"{v['recall']:.0%} of them. Its decoder direction promotes "
-                       f"{_top_tokens(host, folder, v['feature'])}.")
+        bullets.append(f"- **F{v['feature']}: {CATEGORIES[name]}.** When it is clearly active "
+                       f"(≥ {v['threshold']:.2f}; its maximum is {v['max_act']:.2f}), the token "
+                       f"is {CATEGORIES[name]} {v['precision']:.0%} of the time; it is clearly "
+                       f"active on {v['recall']:.0%} of them. Its decoder direction promotes "
+                       f"{_top_tokens(host, folder, v['feature'])}. Top contexts: "
+                       + " · ".join(f"\"{c}\"" for c in _contexts(host, folder, v["feature"])))
     missing = [CATEGORIES[k] for k in feats if k not in plain]
     text = f"""# Bundled SAE: lensbench-organism, residual stream before layer {cfg['metadata']['hook_name'].split('.')[1]}
 
@@ -189,11 +240,15 @@ never saw), measured by `tools/sae/card.py` through the app's own evaluation
 ## Features
 
 For each kind of token the corpus defines, the feature that picks it out best (F1 over
-{CORPUS_TOKENS:,} tokens of the corpus sample). Precision: of the tokens where the feature fires,
-the share of that kind; recall: of the tokens of that kind, the share where it fires.
+{CORPUS_TOKENS:,} tokens of the corpus sample) when it is *clearly active*: at least
+{STRONG:.0%} of its maximum activation on the corpus (with TopK every token gets {cfg.get('k', '')}
+features, so most features also fire weakly on unrelated tokens; the dashboards' top contexts are
+the clear activations). Precision: of the tokens where the feature is clearly active, the share of
+that kind (and at any activation); recall: of the tokens of that kind, the share where it is
+clearly active; density: how often it fires at all.
 
-| tokens | best feature | precision | recall | density | plainly interpretable (precision >= {PLAIN:.0%}) |
-|---|---|---|---|---|---|
+| tokens | best feature | precision (clearly active) | precision (any activation) | recall | density | plainly interpretable (precision >= {PLAIN:.0%}) |
+|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 {chr(10).join(bullets)}
@@ -208,12 +263,18 @@ The plainly interpretable ones are checked on fresh probe sentences by
 
 
 if __name__ == "__main__":
+    import argparse
+
     from engine.host import load_host
     from engine.model_sources import ModelSpec
 
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", nargs="?", type=Path, default=BUNDLED_SAE_DIR)
+    ap.add_argument("--command", default="(card only)", help="the training command, for the card")
+    ap.add_argument("--seconds", type=float, default=0.0, help="the training run's total time")
+    args = ap.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
     host = load_host(ModelSpec("bundled", device="cpu"))
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else BUNDLED_SAE_DIR
-    write_card(host, target, 0.0, "(card only)")
-    print(f"{time.perf_counter() - started:.0f} s")
+    write_card(host, args.folder, args.seconds, args.command)
+    print(f"card: {time.perf_counter() - started:.0f} s", flush=True)

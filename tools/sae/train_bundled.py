@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg["metadata"]["lensbench_training"]["source"] = label
     cfg_path.write_text(json.dumps(cfg, indent=2))
     from tools.sae.card import write_card
+    from tools.sae.ship_dashboards import ship
 
+    ship(host, args.out)  # first: the card quotes the features' top contexts from them
     write_card(host, args.out, train_seconds=time.perf_counter() - started,
                command="python -m tools.sae.train_bundled " + " ".join(
                    shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
