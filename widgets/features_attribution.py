@@ -74,6 +74,7 @@ class FeatureAttributionView(QWidget):
         self.summary.setObjectName("featAttrSummary")
         self.summary.setTextFormat(Qt.TextFormat.RichText)
         self.summary.setWordWrap(True)
+        self.summary.setMinimumHeight(3 * self.fontMetrics().lineSpacing())
         self.bars = BarChart("h")
         self.bars.setObjectName("featAttrBars")
         self.bars.set_axis_titles("", "direct effect on the logit")
@@ -118,7 +119,9 @@ class FeatureAttributionView(QWidget):
         top = r.effects[:n, p]
         labels = [f"F{int(f)}" for f in r.features[:n]]
         details = [f"activation {float(r.activations[i, p]):.3g} at pos {p}" for i in range(n)]
-        self.bars.set_data(labels[::-1], top[::-1], details=details[::-1])
+        self.bars.set_data(labels, top, details=details)  # the largest first, on top
+        widest = max((self.fontMetrics().horizontalAdvance(x) for x in labels), default=0)
+        self.bars.plot.getAxis("left").setWidth(widest + 14)  # every label drawn
         self.bars.set_title(f"Top {n} features at position {p} ({visible(r.str_tokens[p])})")
         if n:
             block = r.effects[:n]
@@ -153,9 +156,8 @@ class FeatureAttributionView(QWidget):
         r = self.result
         if r is None:
             return
-        n = min(N_SHOWN, len(r.features))
-        if 0 <= index < n:
-            self.sig_feature_clicked.emit(int(r.features[n - 1 - index]))
+        if 0 <= index < min(N_SHOWN, len(r.features)):
+            self.sig_feature_clicked.emit(int(r.features[index]))
 
     def _cell_clicked(self, row: int, _col: int) -> None:
         r = self.result

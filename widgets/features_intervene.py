@@ -87,6 +87,7 @@ class FeatureInterventionView(QWidget):
         self.summary.setObjectName("interventionSummary")
         self.summary.setTextFormat(Qt.TextFormat.RichText)
         self.summary.setWordWrap(True)
+        self.summary.setMinimumHeight(2 * self.fontMetrics().lineSpacing())
         self.predictions = QTableWidget(0, 2)
         self.predictions.setObjectName("interventionPredictions")
         self.predictions.setHorizontalHeaderLabels(["before", "after"])

@@ -37,6 +37,18 @@ SOURCES = (("bundled", "bundled corpus sample"), ("file", "text file…"),
            ("hf", "Hugging Face dataset (from the local cache)"))
 
 
+class _CountAxis(pg.AxisItem):
+    """Token counts as 200k, 1.5M."""
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 (pyqtgraph API)
+        def fmt(v):
+            v = float(v) * scale
+            return f"{v / 1e6:g}M" if abs(v) >= 1e6 else f"{v / 1e3:g}k" if abs(v) >= 1e3 \
+                else f"{v:g}"
+
+        return [fmt(v) for v in values]
+
+
 class FeatureTrainView(QWidget):
     sig_train = Signal(object)  # settings dict
     sig_cancel = Signal()
@@ -56,11 +68,12 @@ class FeatureTrainView(QWidget):
             self.hook.addItem(f"{key} ({label})", key)
         self.arch = QComboBox()
         self.arch.setObjectName("trainArch")
-        self.arch.addItem("ReLU + L1 (the tutorial's)", "standard")
         self.arch.addItem("TopK", "topk")
-        self.arch.setToolTip("ReLU SAEs trade reconstruction against an L1 sparsity penalty and "
-                             "resample dead features; TopK SAEs keep exactly k features per token "
-                             "and train dead ones with an auxiliary loss")
+        self.arch.addItem("ReLU + L1 (the tutorial's)", "standard")
+        self.arch.setToolTip("TopK SAEs keep exactly k features per token (no coefficient to "
+                             "tune) and train dead ones with an auxiliary loss; ReLU SAEs, the "
+                             "tutorial's, trade reconstruction against an L1 penalty and "
+                             "resample dead features")
         self.expansion = QDoubleSpinBox()
         self.expansion.setObjectName("trainExpansion")
         self.expansion.setRange(0.25, 256)
@@ -143,6 +156,7 @@ class FeatureTrainView(QWidget):
         self.status.setObjectName("trainStatus")
         self.status.setWordWrap(True)
         self.status.setTextFormat(Qt.TextFormat.RichText)
+        self.status.setMinimumHeight(4 * self.fontMetrics().lineSpacing())
         self.curves = pg.GraphicsLayoutWidget()
         self.curves.setObjectName("trainCurves")
         self.curves.setBackground("w")
@@ -150,7 +164,9 @@ class FeatureTrainView(QWidget):
         self.plots = {}
         self.lines = {}
         for key, title in (("mse", "reconstruction MSE"), ("l0", "L0"), ("dead", "dead fraction")):
-            plot = self.curves.addPlot(title=title)
+            axis = _CountAxis("bottom")
+            axis.enableAutoSIPrefix(False)
+            plot = self.curves.addPlot(title=title, axisItems={"bottom": axis})
             plot.setMenuEnabled(False)
             plot.hideButtons()
             plot.showGrid(x=True, y=True, alpha=0.2)

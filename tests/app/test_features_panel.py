@@ -159,7 +159,7 @@ def test_attribution_tab_adds_up_to_the_dla(qtbot, window, sae_folder, monkeypat
     total = r.effects[:, p].sum() + r.rest[p] + r.bias[p] + r.error[p]
     assert total == pytest.approx(float(r.component[p]), abs=1e-3)
     assert f"{float(r.component[p]):+.3f}" in view.summary.text()
-    assert view.bars.labels[-1] == f"F{int(r.features[0])}"  # the largest at the top
+    assert view.bars.labels[0] == f"F{int(r.features[0])}"  # the largest first (on top)
     # a multi-token answer: a message next to the inputs, the result stays
     view.answer_edit.setText(" Marybob")
     with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
@@ -255,6 +255,7 @@ def train_settings(view, text_file, out, tokens=12_000):
     view.layer.setValue(1)
     view.hook.setCurrentIndex(view.hook.findData("hook_resid_pre"))
     view.expansion.setValue(2.0)
+    view.arch.setCurrentIndex(view.arch.findData("standard"))  # the tutorial's (TopK: engine tests)
     view.l1.setValue(1.0)
     view.tokens.setValue(tokens)
     view.batch.setValue(256)

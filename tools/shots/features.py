@@ -3,10 +3,10 @@
     QT_QPA_PLATFORM=offscreen python -m tools.shots.features [--out DIR] [--train]
 
 The bundled SAE loads by itself with its shipped dashboards. Saves docs/images/features.png (the
-city feature's dashboard with the prompt's token strip), features_attribution.png (each feature's
-direct effect on " Mary" − " John" in an IOI sentence), features_intervene.png (the city feature
-ablated on "The Eiffel Tower is in") and, with --train, features_train.png (a short training run's
-curves and evaluation).
+repeated-name feature's dashboard, the prompt's token strip and the features at the selected
+token), features_after_in.png, features_attribution.png (each feature's direct effect on
+" Mary" − " John" in an IOI sentence), features_intervene.png (the feature helping " Mary" most,
+ablated) and, with --train, features_train.png (a short training run's curves and evaluation).
 """
 
 from __future__ import annotations
@@ -17,7 +17,18 @@ from pathlib import Path
 
 from tools.shots.common import open_window, shot_parser, show_dock, wait
 
-PROMPT = "The Colosseum is in Rome. When John and Mary went to the store, John gave a drink to"
+PROMPT = "Once upon a time, there was a gentle cat. The cat met Nina. Nina found a red ball in Paris."
+IOI = "When John and Mary went to the store, John gave a drink to"
+
+
+def settle(app, seconds: float = 0.3) -> None:
+    """Let queued layout and paint events run before a grab."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.01)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,24 +44,30 @@ def main(argv: list[str] | None = None) -> int:
     panel = binding.widget
     wait(app, lambda: panel.stats is not None and not win.controller.busy)
     features = json.loads((BUNDLED_SAE_DIR / "features.json").read_text())
-    city = features["city_after_is_in"]["feature"]
-    name = features["repeated_name"]["feature"]
+    after_in = features["features"]["after_in"]["feature"]
+    name = features["features"]["repeated_name"]["feature"]
     win.prompt_editor.edit.setPlainText(PROMPT)
     win.prompt_editor.run_button.click()
     wait(app, lambda: panel.prompt_features is not None and not win.controller.busy)
     tokens = list(panel.prompt_features.str_tokens)
-    panel.select_feature(city)
-    win.controller.selection.set_position(tokens.index(" Rome"))
-    app.processEvents()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    win.grab().save(str(out / "features_window.png"))
-    panel.grab().save(str(out / "features.png"))
-    print("saved", out / "features.png", "city", city, "name", name)
     panel.select_feature(name)
-    win.controller.selection.set_position(len(tokens) - 4)  # the second " John"
+    win.controller.selection.set_position(len(tokens) - 1 - tokens[::-1].index(" Nina"))
     app.processEvents()
-    panel.grab().save(str(out / "features_repeated_name.png"))
+    settle(app)
+    win.grab().save(str(out / "features_window.png"))
+    settle(app)
+    panel.grab().save(str(out / "features.png"))
+    print("saved", out / "features.png", "after in", after_in, "name", name)
+    panel.select_feature(after_in)
+    win.controller.selection.set_position(tokens.index(" Paris"))
+    app.processEvents()
+    settle(app)
+    panel.grab().save(str(out / "features_after_in.png"))
+    win.prompt_editor.edit.setPlainText(IOI)
+    win.prompt_editor.run_button.click()
+    wait(app, lambda: not win.controller.busy)
     # attribution
     view = panel.attribution
     panel.tabs.setCurrentWidget(view)
@@ -58,18 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     view.cf_edit.setText(" John")
     view.run_button.click()
     wait(app, lambda: view.result is not None and not win.controller.busy)
+    settle(app)
     panel.grab().save(str(out / "features_attribution.png"))
     print("attribution:", view.summary.text())
-    # interventions: remove the city feature where "Rome" is predicted
-    win.prompt_editor.edit.setPlainText("The Colosseum is in")
-    win.prompt_editor.run_button.click()
-    wait(app, lambda: not win.controller.busy)
+    # interventions: ablate the feature that helps " Mary" over " John" most, at every position
+    top = int(view.result.features[0])
     iv = panel.intervene
     panel.tabs.setCurrentWidget(iv)
-    iv.set_edits([{"feature": city, "mode": "steer", "value": -8.0, "positions": []}])
-    iv.answer_edit.setText(" Rome")
+    iv.set_edits([{"feature": top, "mode": "ablate", "value": 0.0, "positions": []}])
+    iv.answer_edit.setText(" Mary")
+    iv.cf_edit.setText(" John")
     iv.run_button.click()
     wait(app, lambda: iv.result is not None and not win.controller.busy)
+    settle(app)
     panel.grab().save(str(out / "features_intervene.png"))
     print("intervention:", iv.summary.text())
     if args.train:
@@ -81,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         tv.output.setText(str(Path(tempfile.mkdtemp()) / "shot-sae"))
         tv.train_button.click()
         wait(app, lambda: tv.load_button.isEnabled() or tv.train_button.isEnabled(), 3600)
+        settle(app)
         panel.grab().save(str(out / "features_train.png"))
         print("train:", tv.status.text())
     win.close()
