@@ -153,6 +153,7 @@ def main() -> None:
     ap.add_argument("--context-tokens", type=int, default=1_000_000)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--skip-contexts", action="store_true")
+    ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--ui", type=int, default=0, metavar="TOKENS",
                     help="only measure the UI during a training run of TOKENS tokens")
     args = ap.parse_args()
@@ -174,6 +175,13 @@ def main() -> None:
     # -- training ------------------------------------------------------------------------------
     # the same number of steps on both sides: Lensbench holds its evaluation text out first
     eval_tokens = 16_384
+    if not args.skip_training:
+        train_both(host, args, context, width, w, eval_tokens)
+    if not args.skip_contexts:
+        contexts_both(host, args, context)
+
+
+def train_both(host, args, context, width, w, eval_tokens) -> None:
     plain_tps, plain_steps = plain_training(host, args.hook, args.train_tokens, args.batch,
                                             context, w, 1e-3, 1e-3)
     ctx = Context()
@@ -190,16 +198,22 @@ def main() -> None:
     print(f"  Lensbench job: {p.tokens_per_second:,.0f} tokens/s through the model "
           f"({p.step} steps; {total:.1f} s with the held-out evaluation)")
     print(f"  ratio: {p.tokens_per_second / plain_tps:.2f}x")
-    if args.skip_contexts:
-        return
-    # -- top-activating contexts ---------------------------------------------------------------
-    sae = get_sae(host, BUNDLED_SAE_DIR).sae
+
+
+def contexts_both(host, args, context) -> None:
+    import shutil
+    import tempfile
+
+    # a copy of the bundled SAE without its shipped dashboards, so nothing comes from a cache
+    folder = Path(tempfile.mkdtemp()) / "sae"
+    shutil.copytree(BUNDLED_SAE_DIR, folder, ignore=shutil.ignore_patterns("dashboards"))
+    sae = get_sae(host, folder).sae
     n = args.context_tokens
     t_plain, top_plain = plain_contexts(host, sae, n, context)
     started = time.perf_counter()
     stats = run_dashboards(host, DashboardRequest(
-        str(BUNDLED_SAE_DIR), TextSource("bundled"), n_tokens=n, context_size=context),
-        Context())
+        str(folder), TextSource("bundled"), n_tokens=n, context_size=context), Context())
+    assert not stats.from_cache
     t_lens = time.perf_counter() - started
     same = torch.allclose(torch.as_tensor(stats.top_acts), top_plain.float(), atol=1e-4)
     print(f"top-20 contexts over {stats.n_tokens:,} tokens, {sae.cfg.d_sae} features:")

@@ -183,6 +183,26 @@ def _load(path: Path, key: str, d_sae: int, top_k: int) -> FeatureStats | None:
                         seconds=float(meta.get("seconds", 0.0)), from_cache=True, **arrays)
 
 
+def batch_top_k(tok: torch.Tensor, feat: torch.Tensor, vals: torch.Tensor, d_sae: int,
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each feature's ``k`` largest activations among a batch's nonzero entries (token index
+    ``tok``, feature ``feat``, value ``vals``): values [F, k] (0 where fewer) and token indices
+    [F, k] (-1 there). Sorting the nonzero entries costs O(nnz log nnz), not O(tokens x F)."""
+    order = torch.argsort(vals, descending=True, stable=True)
+    order = order[torch.argsort(feat[order], stable=True)]
+    f_sorted = feat[order]
+    counts = torch.bincount(f_sorted, minlength=d_sae)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(order), device=vals.device) - starts[f_sorted]
+    keep = rank < k
+    chosen, fk, rk = order[keep], f_sorted[keep], rank[keep]
+    top_vals = torch.zeros(d_sae, k, device=vals.device)
+    top_tok = torch.full((d_sae, k), -1, dtype=torch.long, device=vals.device)
+    top_vals[fk, rk] = vals[chosen]
+    top_tok[fk, rk] = tok[chosen]
+    return top_vals, top_tok
+
+
 class _TopK:
     """Running top-k tokens per feature, with their windows."""
 
@@ -192,15 +212,17 @@ class _TopK:
         self.window = torch.zeros(d_sae, k, width, device=device)
         self.k = k
 
-    def update(self, f: torch.Tensor, tokens: torch.Tensor) -> None:
-        """``f`` [rows, ctx, F] activations of a batch, ``tokens`` [rows, ctx]."""
+    def update(self, f: torch.Tensor, tokens: torch.Tensor, vals: torch.Tensor,
+               idx: torch.Tensor) -> None:
+        """``f`` [rows, ctx, F] activations of a batch, ``tokens`` [rows, ctx]; ``vals``/``idx``
+        [F, k] the batch's top activations per feature and their flat token indices (-1: none)."""
         rows, ctx, d_sae = f.shape
-        k = min(self.k, rows * ctx)
-        vals, idx = f.reshape(rows * ctx, d_sae).T.topk(k, dim=-1)  # [F, k]
+        found = idx >= 0
+        idx = idx.clamp_min(0)
         r, p = idx // ctx, idx % ctx
         offsets = torch.arange(-WINDOW_BEFORE, WINDOW_AFTER + 1, device=f.device)
         pw = p[..., None] + offsets  # [F, k, W]
-        inside = (pw >= 0) & (pw < ctx)
+        inside = (pw >= 0) & (pw < ctx) & found[..., None]
         pw = pw.clamp(0, ctx - 1)
         rw = r[..., None].expand_as(pw)
         feat = torch.arange(d_sae, device=f.device)[:, None, None].expand_as(pw)
@@ -243,7 +265,6 @@ def run_dashboards(host, request: DashboardRequest, ctx: JobContext) -> FeatureS
     device = sae.device
     fires = torch.zeros(d_sae, dtype=torch.float64, device=device)
     total = torch.zeros(d_sae, dtype=torch.float64, device=device)
-    max_act = torch.zeros(d_sae, device=device)
     edges = torch.as_tensor(HIST_EDGES, device=device)
     n_bins = len(HIST_EDGES) - 1
     hist = torch.zeros(d_sae * n_bins, dtype=torch.int64, device=device)
@@ -257,16 +278,17 @@ def run_dashboards(host, request: DashboardRequest, ctx: JobContext) -> FeatureS
         act = activations(host.model, tokens, sae.cfg.hook_name)
         f = sae.encode(sae.flat(act))  # [rows, ctx, F]
         flat = f.reshape(-1, d_sae)
-        active = flat > 0
-        fires += active.sum(0, dtype=torch.float64)
-        total += flat.sum(0, dtype=torch.float64)
-        max_act = torch.maximum(max_act, flat.max(0).values)
-        nz = torch.nonzero(active)
-        if nz.numel():
-            logs = torch.log10(flat[nz[:, 0], nz[:, 1]])
-            b = torch.bucketize(logs, edges[1:-1])
-            hist.index_add_(0, nz[:, 1] * n_bins + b, torch.ones_like(b))
-        top.update(f, tokens)
+        # everything below works on the nonzero entries only (a few per token), not tokens x F
+        nz = torch.nonzero(flat > 0)
+        tok_i, feat_i = nz[:, 0], nz[:, 1]
+        vals = flat[tok_i, feat_i]
+        fires += torch.bincount(feat_i, minlength=d_sae).double()
+        total += torch.bincount(feat_i, weights=vals.double(), minlength=d_sae)
+        if len(vals):
+            b = torch.bucketize(torch.log10(vals), edges[1:-1])
+            hist.index_add_(0, feat_i * n_bins + b, torch.ones_like(b))
+        top_vals, top_idx = batch_top_k(tok_i, feat_i, vals, d_sae, request.top_k)
+        top.update(f, tokens, top_vals, top_idx)
         seen += int(tokens.numel())
         ctx.progress(min(0.99, seen / request.n_tokens),
                      f"Feature dashboards: {seen:,} of {request.n_tokens:,} tokens…")
@@ -277,7 +299,7 @@ def run_dashboards(host, request: DashboardRequest, ctx: JobContext) -> FeatureS
     stats = FeatureStats(
         key=key, sae_name=loaded.name, hook_name=sae.cfg.hook_name,
         source_label=request.source.label(), n_tokens=seen,
-        density=density.cpu().numpy(), max_act=max_act.cpu().numpy(),
+        density=density.cpu().numpy(), max_act=top.acts[:, 0].cpu().numpy(),
         mean_act=mean.cpu().numpy(),
         hist=hist.reshape(d_sae, n_bins).to(torch.int32).cpu().numpy(),
         top_acts=top.acts.cpu().numpy(), window_tokens=top.tokens.cpu().numpy(),
