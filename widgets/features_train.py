@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -130,15 +131,15 @@ class FeatureTrainView(QWidget):
         self.source_path = QLineEdit()
         self.source_path.setObjectName("trainSourcePath")
         self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self.source_browse = QPushButton("…")
-        self.source_browse.setFixedWidth(32)
+        self.source_browse = QToolButton()
+        self.source_browse.setText("…")
         self.source_browse.setToolTip("Choose a text file")
         self.output = QLineEdit()
         self.output.setObjectName("trainOutput")
         self.output.setToolTip("Where the SAE is saved (SAELens layout: cfg.json + "
                                "sae_weights.safetensors)")
-        self.output_browse = QPushButton("…")
-        self.output_browse.setFixedWidth(32)
+        self.output_browse = QToolButton()
+        self.output_browse.setText("…")
         self.output_browse.setToolTip("Choose the output folder")
         self.train_button = QPushButton("Train")
         self.train_button.setObjectName("trainButton")

@@ -371,3 +371,36 @@ def test_saved_session_file_restores_the_sae_and_feature(qtbot, window, sae_fold
     wait_idle(qtbot, window)
     assert panel.info is not None and panel.info.folder == str(sae_folder.resolve())
     assert panel.dashboard.feature == 21 and panel.train.tokens.value() == 123_000
+
+
+def test_every_features_tab_fits_1366x768(qtbot, window, sae_folder, text_file, monkeypatch,
+                                          artifacts_dir):
+    """With an SAE, its dashboards, a prompt and results in every tab: no scrolling, no control
+    clipped or squeezed, the tab's main view over half the panel's height."""
+    from tests.app.test_laptop_fit import _clipped_plots, _clipping_problems
+
+    window.resize(1366, 768)
+    panel = open_sae(qtbot, window, sae_folder, monkeypatch)
+    build_dashboards(qtbot, window, panel, text_file)
+    run_prompt_and_wait(qtbot, window, IOI)
+    panel.select_feature(3)
+    panel.attribution.answer_edit.setText(" Mary")
+    panel.intervene.add_edit(3, "steer", 2.0)
+    for button in (panel.attribution.run_button, panel.intervene.run_button):
+        click(qtbot, button)
+        wait_idle(qtbot, window)
+    dock = window.docks["featuresDock"]
+    scroll = dock.widget()
+    main_view = {0: lambda: panel.dashboard.contexts, 1: lambda: panel.attribution.heatmap,
+                 2: lambda: panel.intervene.table, 3: lambda: panel.train.curves}
+    for tab in range(panel.tabs.count()):
+        panel.tabs.setCurrentIndex(tab)
+        for _ in range(3):
+            qtbot.wait(10)
+        window.grab().save(str(artifacts_dir / f"fit_features_{tab}.png"))
+        assert not scroll.horizontalScrollBar().isVisible(), f"tab {tab} scrolls sideways"
+        assert not scroll.verticalScrollBar().isVisible(), f"tab {tab} scrolls vertically"
+        problems = _clipping_problems(scroll, panel) + _clipped_plots(panel)
+        assert not problems, f"tab {tab}: " + "; ".join(problems)
+        view = main_view[tab]()
+        assert view.height() >= 0.5 * panel.height(), (tab, view.height(), panel.height())
