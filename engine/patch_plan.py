@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,9 +54,12 @@ class PlanItem:
     index: int = -1  # head for z/q/k/v/pattern, neuron for "neuron"; -1 otherwise
     positions: tuple[int, ...] = ()  # () = every position
     mode: str = "denoise"
+    sae: str = ""  # the SAE folder of a "feature" item (engine.sae_patching)
 
     def label(self) -> str:
-        if self.component == "embed":
+        if self.component == "feature":
+            name = f"F{self.index} ({Path(self.sae).name}, L{self.layer})"
+        elif self.component == "embed":
             name = "embed"
         elif self.component in HEADED:
             name = f"L{self.layer}H{self.index} {self.component}"
@@ -92,6 +96,14 @@ def item_problem(item: PlanItem, n_layers: int, n_heads: int, d_mlp: int, n_kv: 
                  n_pos: int | None = None, caps=None) -> str:
     """Why ``item`` does not fit this model (and prompt), or ''. ``caps``: the model's
     engine.capabilities.Capabilities (components it lacks or cannot patch)."""
+    if item.component == "feature":  # the SAE is checked when the plan runs
+        if item.mode not in MODES:
+            return f"unknown mode {item.mode!r}"
+        if not 0 <= item.layer < n_layers:
+            return f"layer {item.layer} does not exist (the model has {n_layers} layers)"
+        if n_pos is not None and any(not 0 <= p < n_pos for p in item.positions):
+            return f"position {max(item.positions)} is past the prompt's {n_pos} tokens"
+        return ""
     if item.component not in COMPONENTS:
         return f"unknown component {item.component!r}"
     if caps is not None and item.component in caps.missing:
@@ -145,6 +157,10 @@ def run_plan(host, request: PlanRequest, ctx: JobContext) -> PlanResult:
     if not request.items:
         raise InputError("The patch plan is empty.",
                          "Drag components from the palette (or cells of a sweep) onto the plan.")
+    if any(item.component == "feature" for item in request.items):
+        from engine.sae_patching import run_feature_plan
+
+        return run_feature_plan(host, request, ctx)
     pairs = prepare_pairs(host, request.pairs, request.prepend_bos)
     n_pos = int(pairs.clean.shape[-1])
     problems = validate_plan(request.items, host.info, n_pos)

@@ -49,9 +49,12 @@ def parse_mime(mime: QMimeData) -> list[dict]:
     out = []
     for d in data if isinstance(data, list) else []:
         if isinstance(d, dict) and isinstance(d.get("component"), str):
-            out.append({"component": d["component"], "layer": int(d.get("layer", 0)),
-                        "index": int(d.get("index", -1)),
-                        "positions": [int(p) for p in d.get("positions", [])]})
+            item = {"component": d["component"], "layer": int(d.get("layer", 0)),
+                    "index": int(d.get("index", -1)),
+                    "positions": [int(p) for p in d.get("positions", [])]}
+            if isinstance(d.get("sae"), str):  # an SAE feature (the Features panel)
+                item["sae"] = d["sae"]
+            out.append(item)
     return out
 
 

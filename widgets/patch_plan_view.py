@@ -44,7 +44,9 @@ def _tool(text: str, tip: str) -> QToolButton:
 
 def item_label(d: dict) -> str:
     c, layer, index = d["component"], d.get("layer", 0), d.get("index", -1)
-    if c == "embed":
+    if c == "feature":
+        name = f"F{index} ({str(d.get('sae', '')).rstrip('/').split('/')[-1]}, L{layer})"
+    elif c == "embed":
         name = "embed"
     elif c in HEADED:
         name = f"L{layer}H{index} {c}"

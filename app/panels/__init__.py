@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from app.panels.attention import AttentionBinding
 from app.panels.attribution import AttributionBinding
+from app.panels.features import FeaturesBinding
 from app.panels.induction import InductionBinding
 from app.panels.patching import PatchingBinding
 from app.panels.predictions import PredictionsBinding
@@ -17,4 +18,5 @@ PANELS = [
     AttentionBinding,
     InductionBinding,
     PatchingBinding,
+    FeaturesBinding,
 ]

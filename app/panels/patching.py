@@ -159,7 +159,8 @@ class PatchingBinding(PanelBinding):
 
         return tuple(PlanItem(d["component"], int(d.get("layer", 0)), int(d.get("index", -1)),
                               tuple(int(p) for p in d.get("positions", [])),
-                              d.get("mode", "denoise")) for d in items)
+                              d.get("mode", "denoise"), str(d.get("sae", "")))
+                     for d in items)
 
     def validate_plan(self, info) -> list[str]:
         """After a model switch: say which items no longer fit (they stay, marked red)."""

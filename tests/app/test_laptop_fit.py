@@ -35,7 +35,8 @@ def _plot(name, panel):
             "attributionDock": lambda: panel.lens_chart.plot_widget,
             "attentionDock": lambda: panel.grid.graphics,
             "inductionDock": lambda: panel.heat.graphics,
-            "patchingDock": lambda: panel.heatmap.graphics}[name]()
+            "patchingDock": lambda: panel.heatmap.graphics,
+            "featuresDock": lambda: panel.dashboard.contexts}[name]()
 
 
 def _inside_an_item_view(w, panel) -> bool:

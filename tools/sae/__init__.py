@@ -1,0 +1,1 @@
+"""Maintainer scripts for the bundled sparse autoencoder (see resources/saes/)."""
