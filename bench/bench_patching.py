@@ -332,7 +332,7 @@ def main() -> None:
     names = {"gpt2": "random GPT-2 12L", "gpt_neox": "random Pythia-shaped 12L",
              "llama": "random Llama-shaped 12L (GQA 12/4, SwiGLU)"}
     big = None
-    for arch in args.arch.split(","):
+    for arch in [a for a in args.arch.split(",") if a]:  # --arch "" with --long: long rows only
         if arch == "gpt2":
             folder = big = make_gpt2_folder(tmp / "gpt2_12L", 12, 12, 768, 1024, 0)
         else:

@@ -134,6 +134,7 @@ class SuffixForward:
         self.model = model
         self.form = form = describe(model)  # Unsupported: the caller uses the bridge's blocks
         self.check_cancelled = check_cancelled
+        self._masks: dict[tuple, torch.Tensor] = {}  # causal masks by shape (see _future)
         self.base = base  # the base run's cache: resid_pre, k, v, z of every layer (and more)
         self.n_pairs = n_pairs
         cfg = model.cfg
@@ -328,19 +329,45 @@ class SuffixForward:
         # q·k and pattern·v over the keys each query sees (causal)
         count_attention(4 * q.shape[0] * q.shape[2] * q.shape[3]
                         * (n_q * first_q + n_q * (n_q + 1) // 2))
-        future = torch.ones(n_q, n_k, dtype=torch.bool, device=h_q.device).triu(first_q + 1)
         group = self.form.group
         if name + "hook_pattern" not in patched:  # the fused kernel; the pattern stays inside
-            z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                               v.transpose(1, 2), attn_mask=~future,
-                                               scale=self.form.scale, enable_gqa=group > 1)
-            return z.transpose(1, 2)
+            return self._fused_attention(q, k, v, first_q)
+        future = self._future(n_q, n_k, first_q, h_q.device)
         if group > 1:
             k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.form.scale
         scores = scores.masked_fill(future, float("-inf"))
         pattern = patched(name + "hook_pattern", scores.softmax(-1))
         return torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+
+    def _future(self, n_q: int, n_k: int, first_q: int, device, seen: bool = False):
+        """[n_q, n_k] True where a query (first at ``first_q``) must not look, or with ``seen``
+        where it may (kept per shape)."""
+        key = (n_q, n_k, first_q, str(device), seen)
+        if key not in self._masks:
+            future = torch.ones(n_q, n_k, dtype=torch.bool, device=device).triu(first_q + 1)
+            self._masks[key] = ~future if seen else future
+        return self._masks[key]
+
+    def _fused_attention(self, q, k, v, first_q: int) -> torch.Tensor:
+        """z [B, n_q, heads, d_head] from PyTorch's fused attention. When the queries are the
+        last ones of the keys and more than half of them, the queries are padded in front to the
+        keys' length and the kernel's own causal mode skips the future's blocks (half the work of
+        the masked call, and no mask to read); otherwise a cached mask."""
+        n_q, n_k = q.shape[1], k.shape[1]
+        qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        gqa = self.form.group > 1
+        if first_q + n_q == n_k and 2 * n_q > n_k:
+            if first_q:
+                qt = torch.cat([qt.new_zeros(qt.shape[0], qt.shape[1], first_q, qt.shape[3]),
+                                qt], dim=2)
+            z = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True,
+                                               scale=self.form.scale, enable_gqa=gqa)
+            return z[:, :, first_q:].transpose(1, 2)
+        seen = self._future(n_q, n_k, first_q, q.device, seen=True)
+        z = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=seen, scale=self.form.scale,
+                                           enable_gqa=gqa)
+        return z.transpose(1, 2)
 
     def _attn_out(self, layer: int, z: torch.Tensor | None, base_z: torch.Tensor | None,
                   patched: Hooks, x: torch.Tensor) -> torch.Tensor:
