@@ -17,6 +17,7 @@ from engine.errors import ModelLoadError
 BUNDLED_NAME = "lensbench-organism"
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 BUNDLED_DIR = RESOURCES / "models" / BUNDLED_NAME
+BUNDLED_SAE_DIR = RESOURCES / "saes" / "lensbench-organism-res3"  # its SAE (engine.sae_io)
 MAX_CONFIG_BYTES = 2_000_000
 HF_HOST = "huggingface.co"
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import InputError
+from engine.model_sources import BUNDLED_SAE_DIR
 from engine.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, check_fits
 
 CFG_FILE = "cfg.json"
@@ -34,8 +35,6 @@ SAELENS_FORMAT = "6.0.0"  # the SAELens config format these files follow
 MAX_CFG_BYTES = 1_000_000
 MAX_WEIGHTS_BYTES = 8 * 2**30
 PICKLED = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
-BUNDLED_SAE_DIR = RESOURCES / "saes" / "lensbench-organism-res3"
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "F64": torch.float64}
 

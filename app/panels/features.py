@@ -4,13 +4,15 @@ interventions, training, and features sent to the patch plan.
 Every computation is a job on its own channel (``features.*``), so a newer request replaces an
 older one of the same kind and results of a previous model or SAE are never shown as current.
 With the bundled model organism, its bundled SAE loads by itself. Dashboards are cached on disk
-(the platform's cache folder), so reopening an SAE shows them at once.
+(the platform's cache folder), so reopening an SAE shows them at once. Like every binding it
+imports the engine inside its methods: the window is shown before torch is imported.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QSettings, QStandardPaths, Qt
@@ -18,22 +20,11 @@ from PySide6.QtWidgets import QFileDialog
 
 from app.panels.base import PanelBinding
 from app.panels.features_training import TrainingRunner
-from engine.model_sources import BUNDLED_NAME
-from engine.sae_attribution import FeatureAttributionRequest, run_feature_attribution
-from engine.sae_features import DashboardRequest, run_dashboards
-from engine.sae_io import BUNDLED_SAE_DIR
-from engine.sae_prompt import (
-    InterventionRequest,
-    PromptFeaturesRequest,
-    SAELoadRequest,
-    run_intervention,
-    run_load_sae,
-    run_prompt_features,
-)
-from engine.sae_splice import FeatureEdit
-from engine.targets import Target
-from engine.text_source import TextSource
+from engine.model_sources import BUNDLED_NAME, BUNDLED_SAE_DIR
 from widgets.features_panel import FeaturesPanel
+
+if TYPE_CHECKING:
+    from engine.text_source import TextSource
 
 RECENT_KEY = "features/recentSaes"
 MAX_RECENT = 8
@@ -102,6 +93,8 @@ class FeaturesBinding(PanelBinding):
         self.load_sae(folder)
 
     def load_sae(self, folder: str) -> None:
+        from engine.sae_prompt import SAELoadRequest, run_load_sae
+
         if self.controller.model_info is None:
             self.widget.show_message("Load a model first (Model > Load model…).")
             return
@@ -142,6 +135,8 @@ class FeaturesBinding(PanelBinding):
 
     def dashboard_source(self, settings: dict, quiet: bool = False) -> TextSource | None:
         """The corpus for dashboards, or None (saying why unless ``quiet``)."""
+        from engine.text_source import TextSource
+
         why = ""
         if settings.get("source_kind") == "file":
             path = self.widget.train.source_path.text().strip()
@@ -157,6 +152,8 @@ class FeaturesBinding(PanelBinding):
         return None
 
     def build_dashboards(self, settings: dict, cache_only: bool = False) -> None:
+        from engine.sae_features import DashboardRequest, run_dashboards
+
         if not self.folder:
             return
         source = self.dashboard_source(settings, quiet=cache_only)
@@ -214,6 +211,8 @@ class FeaturesBinding(PanelBinding):
                 p.intervene.clear_result()
 
     def request_prompt_features(self) -> None:
+        from engine.sae_prompt import PromptFeaturesRequest, run_prompt_features
+
         prompt = self.controller.selection.prompt
         if not self.folder or not prompt.strip():
             return
@@ -231,6 +230,9 @@ class FeaturesBinding(PanelBinding):
 
     # -- attribution and interventions ----------------------------------------------------------
     def attribute(self, answer: str, counterfactual: str, position: int) -> None:
+        from engine.sae_attribution import FeatureAttributionRequest, run_feature_attribution
+        from engine.targets import Target
+
         view = self.widget.attribution
         prompt = self.controller.selection.prompt
         if not self.folder:
@@ -251,6 +253,9 @@ class FeaturesBinding(PanelBinding):
                                on_error=lambda info: self._view_error(view, info))
 
     def intervene(self, edits: list[dict], answer: str, counterfactual: str) -> None:
+        from engine.sae_prompt import InterventionRequest, run_intervention
+        from engine.sae_splice import FeatureEdit
+
         view = self.widget.intervene
         prompt = self.controller.selection.prompt
         if not self.folder:
