@@ -46,6 +46,10 @@ class Controller(QObject):
     # tokens): token ids (list[int]), a label for the UI. The attention panel listens.
     inspect_tokens = Signal(object, str)
     bos_changed = Signal(object)  # the user's BOS choice: True, False, or None (model default)
+    # The start-up load's prompt answered from the checkpoint before TransformerLens is ready
+    # (engine.early_prediction): a PromptResult; None withdraws it (that load failed or was
+    # cancelled). The prompt runs through TransformerLens once the model is loaded.
+    early_prediction = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -73,6 +77,7 @@ class Controller(QObject):
         self._worker.cancelled.connect(self._on_cancelled)
         self._thread.start()
         self._closed = False
+        self._early_shown = False  # the current load's early prediction was delivered
 
     # -- submitting ---------------------------------------------------------------------------
     def submit(
@@ -86,6 +91,7 @@ class Controller(QObject):
         on_cancel: Callable[[], None] | None = None,
         grad: bool = False,
         kind: str = "analysis",
+        preview: Any = None,
     ) -> int:
         """Queue ``fn(host, request, ctx)``; cancel the channel's previous job. Returns the id."""
         if self._closed:
@@ -95,7 +101,7 @@ class Controller(QObject):
             self._jobs[old].ctx.cancel()
         job_id = next(self._ids)
         request = _with_bos(request, self.prepend_bos)
-        job = Job(job_id, channel, fn, request, kind=kind, grad=grad)
+        job = Job(job_id, channel, fn, request, kind=kind, grad=grad, preview=preview)
         self._jobs[job_id] = job
         self._handlers[job_id] = _Handlers(on_result, on_partial, on_error, on_cancel)
         self._newest[channel] = job_id
@@ -114,12 +120,28 @@ class Controller(QObject):
         self.selection.set_prompt(prompt)
         self.prompt_run.emit(prompt, truncate)
 
-    def load_model(self, spec: ModelSpec, on_result=None, on_error=None) -> int:
+    def load_model(self, spec: ModelSpec, on_result=None, on_error=None, preview=None) -> int:
+        """Load ``spec``. ``preview``, a PromptRequest, is answered early where the checkpoint
+        allows (``early_prediction``), while PyTorch and TransformerLens load."""
         # Loading replaces the host under every panel: stop whatever runs first.
         self.cancel_all()
+        self._withdraw_early()  # a previous load's early prediction does not apply any more
         self.model_loading.emit(spec)
         return self.submit("model", None, spec, on_result=on_result, on_error=on_error,
-                           kind="load")
+                           kind="load", preview=preview,
+                           on_partial=self._on_early if preview is not None else None)
+
+    def _on_early(self, result: Any) -> None:
+        self._early_shown = True
+        self.early_prediction.emit(result)
+
+    def _withdraw_early(self, job_id: int | None = None) -> None:
+        """Take back an early prediction: its load ended without a model (``job_id``, a load
+        job that failed or was cancelled), or another load starts (no ``job_id``)."""
+        job = self._jobs.get(job_id) if job_id is not None else None
+        if self._early_shown and (job_id is None or (job is not None and job.kind == "load")):
+            self._early_shown = False
+            self.early_prediction.emit(None)
 
     def cancel(self, channel: str) -> None:
         job_id = self._newest.get(channel)
@@ -174,6 +196,7 @@ class Controller(QObject):
             # so "not busy" always means the new model is known to every panel.
             self.model_info = result
             self.load_error = None
+            self._early_shown = False  # the prompt now runs through TransformerLens
             self.last_prompt_result = None  # the previous model's
             self.prepend_bos = None  # a new model: its own BOS default again
             self.model_loaded.emit(result)
@@ -185,6 +208,7 @@ class Controller(QObject):
 
     def _on_failed(self, job_id: int, info: ErrorInfo) -> None:
         job, handlers = self._current(job_id), self._handlers.get(job_id)
+        self._withdraw_early(job_id)
         failed = self._jobs.get(job_id)
 
         def announce() -> None:  # after the job is gone (not "loading"), before "not busy"
@@ -204,6 +228,7 @@ class Controller(QObject):
 
     def _on_cancelled(self, job_id: int) -> None:
         job, handlers = self._current(job_id), self._handlers.get(job_id)
+        self._withdraw_early(job_id)
         self._retire(job_id)
         if job is not None and handlers and handlers.on_cancel:
             handlers.on_cancel()

@@ -78,10 +78,16 @@ def main(argv: list[str] | None = None) -> int:
 
         open_path(window, args.session)
     else:
-        window.load_model(ModelSpec.parse(args.model, args.device, args.dtype))
+        from engine.prompt_result import PromptRequest
+
         prompt = args.prompt if args.prompt is not None else DEFAULT_PROMPT
+        top_k = window.prompt_editor.top_k.value()
+        # The prompt is answered from the checkpoint (numpy, engine.early_prediction) before
+        # torch and TransformerLens are loaded; it then runs through TransformerLens.
+        preview = PromptRequest(prompt, top_k) if prompt.strip() else None
+        window.load_model(ModelSpec.parse(args.model, args.device, args.dtype), preview=preview)
         window.prompt_editor.set_prompt(prompt)
-        window._run_prompt(prompt, window.prompt_editor.top_k.value(), False)
+        window._run_prompt(prompt, top_k, False)
     if args.screenshot:
         from app.screenshot import save_when_idle
 

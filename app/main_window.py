@@ -146,9 +146,10 @@ class MainWindow(QMainWindow):
         self.restoreState(self._default_state, layout_state.LAYOUT_VERSION)
 
     # -- actions ------------------------------------------------------------------------------
-    def load_model(self, spec: ModelSpec) -> int:
+    def load_model(self, spec: ModelSpec, preview=None) -> int:
+        """``preview``: a PromptRequest to answer early from the checkpoint (start-up)."""
         self.model_spec = spec
-        return self.controller.load_model(spec)
+        return self.controller.load_model(spec, preview=preview)
 
     def open_model_dialog(self) -> None:
         from app.model_dialog import ModelDialog

@@ -1,8 +1,10 @@
 """Start-up timing for bench/bench_startup.py (``LENSBENCH_STARTUP_TRACE=1``).
 
-Prints one line per milestone, ``startup <event> <unix time> <CPU seconds so far>``: ``window`` when the main window is
-first painted, ``model`` when the model is loaded, ``prediction`` when the first prediction is on
-screen; then quits. The bench subtracts its own launch time.
+Prints one line per milestone, ``startup <event> <unix time> <CPU seconds so far>``: ``window``
+when the main window is first painted, ``early`` when the worker has the prediction from the
+checkpoint, ``prediction`` when the first prediction is on screen (that one, or TransformerLens's
+where there is none), ``model`` when the model is loaded, ``tl_prediction`` when TransformerLens's
+prediction is on screen; then quits. The bench subtracts its own launch time.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class StartupTrace(QObject):
         window.controller.job_done.connect(
             lambda channel: QTimer.singleShot(0, self._check_prediction)
             if channel == "predictions" else None)
+        window.controller.early_prediction.connect(
+            lambda result: QTimer.singleShot(0, self._check_prediction)
+            if result is not None else None)
+        self.first = False
         self.done = False
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt naming)
@@ -51,11 +57,16 @@ class StartupTrace(QObject):
         return super().eventFilter(obj, event)
 
     def _check_prediction(self) -> None:
-        panel = next((b.widget for b in self.window.bindings
-                      if b.object_name == "predictionsDock"), None)
-        if panel is not None and panel._result is not None and not self.done:
-            self.done = True
+        binding = next((b for b in self.window.bindings if b.object_name == "predictionsDock"),
+                       None)
+        if binding is None or binding.widget._result is None or self.done:
+            return
+        if not self.first:
+            self.first = True
             _say("prediction")
+        if binding.widget._result is not binding.early:  # TransformerLens's own
+            self.done = True
+            _say("tl_prediction")
             self.window.close()
             QApplication.instance().quit()
 

@@ -4,7 +4,8 @@ Jobs arrive through a queued signal, so they run in order on the worker thread. 
 leaves this thread is plain data: results (numpy dataclasses), ErrorInfo records, floats, strings.
 
 This module imports neither torch nor TransformerLens: the first model load imports them on the
-worker thread (about 5 s), so the window is on screen, and responsive, while they load.
+worker thread (about 5 s), so the window is on screen, and responsive, while they load; the start-up
+load first answers the prompt from the checkpoint in numpy (``Job.preview``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from engine.jobs import Cancelled, Context
 @dataclass
 class Job:
     """A unit of work. ``fn(host, request, ctx)``; load jobs have ``kind == 'load'`` and finish
-    with the new ModelInfo."""
+    with the new ModelInfo. A load job's ``preview`` (a PromptRequest) is answered early, as a
+    partial result, from the checkpoint itself where engine.early_prediction can (before torch
+    is imported); the prompt then runs through TransformerLens as usual."""
 
     job_id: int
     channel: str
@@ -34,6 +37,7 @@ class Job:
     kind: str = "analysis"
     grad: bool = False
     ctx: Context = field(default_factory=Context)
+    preview: Any = None
 
 
 class Worker(QObject):
@@ -77,10 +81,13 @@ class Worker(QObject):
             self.failed.emit(job.job_id, ErrorInfo.from_exception(exc))
 
     def _load(self, job: Job) -> None:
-        if "transformer_lens" not in sys.modules:
-            job.ctx.progress(0.01, "Starting PyTorch and TransformerLens…")
         from app.plain_imports import plain_imports
 
+        if job.preview is not None:
+            with plain_imports():
+                self._early_prediction(job)
+        if "transformer_lens" not in sys.modules:
+            job.ctx.progress(0.01, "Starting PyTorch and TransformerLens…")
         # Booting imports hundreds of transformers modules lazily: all without PySide6's hook.
         with plain_imports():
             from engine.host import load_host
@@ -97,6 +104,15 @@ class Worker(QObject):
             old.close()
             self._free_memory()
         self.finished.emit(job.job_id, new_host.info)
+
+    def _early_prediction(self, job: Job) -> None:
+        """Numpy only (about 0.1 s): shown while torch and TransformerLens load (seconds)."""
+        from engine.early_prediction import early_prediction
+
+        result = early_prediction(job.request, job.preview)
+        if result is not None and not job.ctx.cancelled:
+            trace_milestone("early")
+            job.ctx.partial(result)
 
     @Slot()
     def shutdown(self) -> None:

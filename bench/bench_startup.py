@@ -1,12 +1,15 @@
-"""Start-up time: launch -> window shown, -> model loaded, -> first prediction (bundled model).
+"""Start-up time: launch -> window shown, -> first prediction, -> TransformerLens's prediction.
 
-    .venv/bin/python bench/bench_startup.py [--warm 5] [--cold 3]
+    .venv/bin/python bench/bench_startup.py [--warm 5] [--cold 3] [--previous DIR]
 
-Each run starts ``python -m app`` offscreen with ``LENSBENCH_STARTUP_TRACE=1`` (app/startup_trace.py
-prints when the window is first painted, the model loaded and the first prediction shown, then
-quits) and subtracts the launch time. *Cold* runs first drop the page cache of the Python packages
-and of the repo (``posix_fadvise(DONTNEED)``, no root needed; pages other running processes have
-mapped stay cached, so on a shared machine "cold" is partly warm). Printed in the same run, as
+Each run starts ``python -m app`` offscreen with ``LENSBENCH_STARTUP_TRACE=1``
+(app/startup_trace.py prints when the window is first painted, the first prediction shown
+(computed from the checkpoint in numpy, engine/early_prediction.py), the model loaded and
+TransformerLens's own prediction shown, then quits) and subtracts the launch time. ``--previous``
+runs an earlier checkout the same way, alternating with these warm runs. *Cold* runs first drop
+the page cache of the Python packages and of the repo (``posix_fadvise(DONTNEED)``, no root
+needed; pages other running processes have mapped stay cached, so on a shared machine "cold" is
+partly warm). Printed in the same run, as
 baselines:
 
 - the launcher's dependency check: ``find_spec`` (now) against importing torch and TransformerLens
@@ -15,8 +18,7 @@ baselines:
   both imported before it starts.
 
 The load average is printed too: on a 2-core machine shared with other jobs every wall-clock
-number scales with it; "cpu" (the CPU seconds of the whole run, which quits at the first
-prediction) much less.
+number scales with it; the CPU seconds (of the process when the event happened) much less.
 """
 
 from __future__ import annotations
@@ -88,23 +90,27 @@ def env() -> dict:
     return e
 
 
-def launch(preimport: bool = False) -> dict[str, float]:
+def launch(preimport: bool = False, root: Path = ROOT) -> dict[str, float]:
     cmd = ([sys.executable, "-c", PREIMPORT] if preimport else [sys.executable, "-m", "app"])
     cmd += ["--prompt", PROMPT]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    out = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    out = subprocess.run(cmd, cwd=root, env=env(), capture_output=True, text=True, timeout=600)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # CPU seconds of the whole run (it quits at the first prediction); the trace also gives the
-    # process's CPU seconds at each milestone. On a shared machine the wall-clock times scale
-    # with the load, CPU seconds much less: on an idle machine wall ~ CPU (one busy thread).
+    # CPU seconds of the whole run (it quits at TransformerLens's prediction); the trace also
+    # gives the process's CPU seconds at each milestone. On a shared machine the wall-clock times
+    # scale with the load, CPU seconds much less.
     times = {"cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
     for line in out.stdout.splitlines():
         parts = line.split()
         if len(parts) == 4 and parts[0] == "startup":
             times[parts[1]] = float(parts[2]) - t0
             times[parts[1] + "_cpu"] = float(parts[3])
-    if "prediction" not in times:
+    if "tl_prediction" not in times and "early" not in times and "prediction" in times:
+        # A version without the early prediction: its first prediction is TransformerLens's.
+        times["tl_prediction"], times["tl_prediction_cpu"] = times["prediction"], \
+            times["prediction_cpu"]
+    if "tl_prediction" not in times:
         raise RuntimeError(f"no prediction traced:\n{out.stdout}\n{out.stderr[-2000:]}")
     return times
 
@@ -118,11 +124,16 @@ def timed(code: str) -> float:
 
 def summary(name: str, runs: list[dict[str, float]]) -> None:
     cells = []
-    for event in ("window", "window_cpu", "prediction", "prediction_cpu"):
+    for event in ("window", "prediction", "tl_prediction"):
         values = [r[event] for r in runs if event in r]
-        cells.append(f"{event.replace('_', ' ')} {statistics.median(values):5.2f} s "
-                     f"({min(values):.2f}-{max(values):.2f})")
+        cpu = statistics.median(r[event + "_cpu"] for r in runs if event in r)
+        cells.append(f"{LABELS[event]} {statistics.median(values):5.2f} s "
+                     f"({min(values):.2f}-{max(values):.2f}; cpu {cpu:.2f})")
     print(f"  {name:<34} " + " | ".join(cells))
+
+
+LABELS = {"window": "window", "prediction": "first prediction",
+          "tl_prediction": "TransformerLens's"}
 
 
 def main() -> int:
@@ -130,6 +141,8 @@ def main() -> int:
     p.add_argument("--warm", type=int, default=5, help="warm runs (page cache kept)")
     p.add_argument("--cold", type=int, default=3, help="runs after dropping the page cache")
     p.add_argument("--baseline", type=int, default=3, help="runs of each baseline")
+    p.add_argument("--previous", type=Path, help="a checkout of an earlier version (e.g. `git "
+                   "archive main | tar -x -C DIR`): as many warm runs, alternating with these")
     args = p.parse_args()
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} at the start")
     launch()  # compile bytecode, fill the cache once
@@ -138,8 +151,13 @@ def main() -> int:
     for _ in range(args.cold):
         mb = evict(paths) / 2**20
         cold.append(launch())
+    previous = []
+    if args.previous:
+        launch(root=args.previous)  # its bytecode
     for _ in range(args.warm):
         warm.append(launch())
+        if args.previous:
+            previous.append(launch(root=args.previous))
     before = [launch(preimport=True) for _ in range(args.baseline)]
     new_check = statistics.median(timed(CHECK_NEW) for _ in range(args.baseline))
     old_check = statistics.median(timed(CHECK_OLD) for _ in range(args.baseline))
@@ -147,6 +165,8 @@ def main() -> int:
     if cold:
         summary(f"cold ({len(cold)} runs, {mb:.0f} MiB evicted)", cold)
     summary(f"warm ({len(warm)} runs)", warm)
+    if previous:
+        summary(f"previous version ({len(previous)} runs)", previous)
     summary(f"before: torch+TL first ({len(before)} runs)", before)
     w_new = statistics.median(r["window"] for r in warm)
     w_old = statistics.median(r["window"] for r in before)
@@ -155,8 +175,14 @@ def main() -> int:
     print(f"Window: {w_new:.2f} s now vs {w_old + old_check:.2f} s before (check + imports + "
           f"window): {(w_old + old_check) / w_new:.1f}x sooner.")
     p_new = statistics.median(r["prediction"] for r in warm)
-    p_old = statistics.median(r["prediction"] for r in before) + old_check
-    print(f"First prediction: {p_new:.2f} s now vs {p_old:.2f} s before.")
+    p_tl = statistics.median(r["tl_prediction"] for r in warm)
+    p_old = statistics.median(r["tl_prediction"] for r in before) + old_check
+    print(f"First prediction: {p_new:.2f} s now (TransformerLens's {p_tl:.2f} s); imports "
+          f"first: TransformerLens's {p_old:.2f} s.")
+    if previous:
+        p_prev = statistics.median(r["tl_prediction"] for r in previous)
+        print(f"Previous version: first prediction (TransformerLens's) {p_prev:.2f} s: now "
+              f"{p_prev / p_new:.1f}x sooner.")
     print(f"Load average {os.getloadavg()[0]:.2f} at the end.")
     return 0
 

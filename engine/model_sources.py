@@ -17,7 +17,7 @@ from engine.errors import ModelLoadError
 BUNDLED_NAME = "lensbench-organism"
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 BUNDLED_DIR = RESOURCES / "models" / BUNDLED_NAME
-BUNDLED_SAE_DIR = RESOURCES / "saes" / "lensbench-organism-res3"
+BUNDLED_SAE_DIR = RESOURCES / "saes" / "lensbench-organism-res3"  # its SAE (engine.sae_io)
 MAX_CONFIG_BYTES = 2_000_000
 HF_HOST = "huggingface.co"
 
@@ -245,7 +245,7 @@ def _check_safetensors_header(path: Path) -> None:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # the header only; no torch
             keys = list(f.keys())
             meta = f.metadata()
         del meta

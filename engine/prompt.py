@@ -1,40 +1,19 @@
-"""The first analysis: run a prompt, top-k next tokens at every position, loss per token."""
+"""The first analysis: run a prompt, top-k next tokens at every position, loss per token.
+
+``PromptRequest`` and ``PromptResult`` live in ``engine.prompt_result`` (no torch) and are
+re-exported here.
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from engine.jobs import JobContext
+from engine.prompt_result import PromptRequest, PromptResult
 from engine.tokens import bos_policy, str_tokens, tokenize
 
-
-@dataclass(frozen=True)
-class PromptRequest:
-    prompt: str
-    top_k: int = 10
-    prepend_bos: bool | None = None  # None: the model's default (engine.tokens.bos_policy)
-    truncate: bool = False
-
-
-@dataclass(frozen=True)
-class PromptResult:
-    """Predictions for one prompt. ``top_probs[p, k]`` is the k-th likeliest next token after p."""
-
-    prompt: str
-    str_tokens: tuple[str, ...]
-    token_ids: np.ndarray  # [pos] int64
-    top_ids: np.ndarray  # [pos, k] int64
-    top_tokens: tuple[tuple[str, ...], ...]  # [pos][k]
-    top_probs: np.ndarray  # [pos, k] float32
-    loss_per_token: np.ndarray  # [pos-1] float32: -log p(token[p+1] | tokens[:p+1])
-    truncated_from: int = 0  # original token count when the prompt was truncated, else 0
-
-    @property
-    def mean_loss(self) -> float:
-        return float(self.loss_per_token.mean()) if self.loss_per_token.size else float("nan")
+__all__ = ["PromptRequest", "PromptResult", "log_probs", "run_prompt"]
 
 
 def log_probs(host, tokens: torch.Tensor) -> torch.Tensor:

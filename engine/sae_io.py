@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import InputError
-from engine.model_sources import BUNDLED_SAE_DIR  # noqa: F401 - re-exported
+from engine.model_sources import BUNDLED_SAE_DIR
 from engine.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, check_fits
 
 CFG_FILE = "cfg.json"

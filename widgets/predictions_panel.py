@@ -62,8 +62,9 @@ class PredictionsPanel(QWidget):
         self.detail.clear()
         self.summary.setText(text)
 
-    def set_result(self, result) -> None:
-        """Show a PromptResult (duck-typed: numpy arrays and tuples of strings)."""
+    def set_result(self, result, note: str = "") -> None:
+        """Show a PromptResult (duck-typed: numpy arrays and tuples of strings); ``note`` goes
+        under the summary (e.g. where the numbers come from)."""
         self._result = result
         n = len(result.str_tokens)
         loss = np.full(n, np.nan, dtype=np.float32)
@@ -96,7 +97,8 @@ class PredictionsPanel(QWidget):
         self.summary.setText(f"{n} tokens{trunc} · mean loss {result.mean_loss:.3f} · "
                              f"next token after the prompt: "
                              f"<b>{escape(visible(result.top_tokens[-1][0]))}</b> "
-                             f"({float(result.top_probs[-1, 0]):.1%})")
+                             f"({float(result.top_probs[-1, 0]):.1%})"
+                             + (f"<br><i>{escape(note)}</i>" if note else ""))
         self._select(n - 1, emit=False)
 
     def selected_position(self) -> int:

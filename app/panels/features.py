@@ -4,7 +4,8 @@ interventions, training, and features sent to the patch plan.
 Every computation is a job on its own channel (``features.*``), so a newer request replaces an
 older one of the same kind and results of a previous model or SAE are never shown as current.
 With the bundled model organism, its bundled SAE loads by itself. Dashboards are cached on disk
-(the platform's cache folder), so reopening an SAE shows them at once.
+(the platform's cache folder), so reopening an SAE shows them at once. Like every binding it
+imports the engine inside its methods: the window is shown before torch is imported.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class FeaturesBinding(PanelBinding):
 
     def load_sae(self, folder: str) -> None:
         from engine.sae_prompt import SAELoadRequest, run_load_sae
+
         if self.controller.model_info is None:
             self.widget.show_message("Load a model first (Model > Load model…).")
             return
@@ -134,6 +136,7 @@ class FeaturesBinding(PanelBinding):
     def dashboard_source(self, settings: dict, quiet: bool = False) -> TextSource | None:
         """The corpus for dashboards, or None (saying why unless ``quiet``)."""
         from engine.text_source import TextSource
+
         why = ""
         if settings.get("source_kind") == "file":
             path = self.widget.train.source_path.text().strip()
@@ -150,6 +153,7 @@ class FeaturesBinding(PanelBinding):
 
     def build_dashboards(self, settings: dict, cache_only: bool = False) -> None:
         from engine.sae_features import DashboardRequest, run_dashboards
+
         if not self.folder:
             return
         source = self.dashboard_source(settings, quiet=cache_only)
@@ -208,6 +212,7 @@ class FeaturesBinding(PanelBinding):
 
     def request_prompt_features(self) -> None:
         from engine.sae_prompt import PromptFeaturesRequest, run_prompt_features
+
         prompt = self.controller.selection.prompt
         if not self.folder or not prompt.strip():
             return
@@ -227,6 +232,7 @@ class FeaturesBinding(PanelBinding):
     def attribute(self, answer: str, counterfactual: str, position: int) -> None:
         from engine.sae_attribution import FeatureAttributionRequest, run_feature_attribution
         from engine.targets import Target
+
         view = self.widget.attribution
         prompt = self.controller.selection.prompt
         if not self.folder:
@@ -249,6 +255,7 @@ class FeaturesBinding(PanelBinding):
     def intervene(self, edits: list[dict], answer: str, counterfactual: str) -> None:
         from engine.sae_prompt import InterventionRequest, run_intervention
         from engine.sae_splice import FeatureEdit
+
         view = self.widget.intervene
         prompt = self.controller.selection.prompt
         if not self.folder:

@@ -3,7 +3,8 @@
 Each slice is its own job (``engine.sae_train.run_train_slice``), so predictions, attention and
 every other panel's jobs run in between and the app stays responsive for the whole run; the
 next slice is queued when one finishes. Curves arrive as partial results. Cancel stops the
-current slice (the run is dropped, nothing is written); a model switch stops the run.
+current slice (the run is dropped, nothing is written); a model switch stops the run. The engine
+is imported inside the methods (torch: after the window is shown).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from PySide6.QtWidgets import QFileDialog
 
 if TYPE_CHECKING:
     from engine.sae_train import TrainRequest
-
 
 CHANNEL = "features.train"
 SLICE_SECONDS = 1.0
@@ -86,6 +86,7 @@ class TrainingRunner(QObject):
     def request_from(self, s: dict) -> TrainRequest:
         from engine.sae_train import TrainRequest
         from engine.text_source import TextSource
+
         info = self.controller.model_info
         source = TextSource(s["source_kind"], s["source_path"])
         return TrainRequest(hook_name=s["hook_name"], out_folder=s["out_folder"], source=source,
@@ -114,6 +115,7 @@ class TrainingRunner(QObject):
 
     def _submit(self) -> None:
         from engine.sae_train import TrainSliceRequest, run_train_slice
+
         run_id = self.run_id
         self.controller.submit(CHANNEL, run_train_slice,
                                TrainSliceRequest(self.request, run_id, SLICE_SECONDS),
@@ -124,11 +126,13 @@ class TrainingRunner(QObject):
 
     def _partial(self, run_id: int, progress) -> None:
         from engine.sae_train import TrainProgress
+
         if run_id == self.run_id and isinstance(progress, TrainProgress):
             self.view.set_progress(progress)
 
     def _slice_done(self, run_id: int, result) -> None:
         from engine.sae_train import TrainResult
+
         if run_id != self.run_id:
             return
         if isinstance(result, TrainResult):
