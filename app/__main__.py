@@ -1,5 +1,3 @@
-import sys
+from app.main import run
 
-from app.main import main
-
-sys.exit(main())
+run()

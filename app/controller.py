@@ -196,7 +196,8 @@ class Controller(QObject):
             # so "not busy" always means the new model is known to every panel.
             self.model_info = result
             self.load_error = None
-            self._early_shown = False  # the prompt now runs through TransformerLens
+            # _early_shown stays set: the early prediction may still be on screen until
+            # TransformerLens's result replaces it, and another load must take it back.
             self.last_prompt_result = None  # the previous model's
             self.prepend_bos = None  # a new model: its own BOS default again
             self.model_loaded.emit(result)

@@ -95,5 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     return app.exec()
 
 
+def run() -> None:
+    """The ``lensbench`` command and ``python -m app``: ``main``, then leave without Python's
+    teardown. By then the window has saved the session and layout and the worker thread has
+    joined (MainWindow.closeEvent); what is left is PySide's atexit pass deleting every
+    Python-owned Qt object in no particular order, which now and then crashes (SIGSEGV in
+    shiboken's error printing while a pyqtgraph item's Python override runs mid-destruction)
+    and would turn a clean exit into a crash report."""
+    code = main()
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # closed or absent (a frozen GUI app)
+            pass
+    os._exit(code if isinstance(code, int) else 1)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

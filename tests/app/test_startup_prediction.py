@@ -132,6 +132,27 @@ def test_another_load_takes_the_early_prediction_back_at_once(qtbot, bare_window
     assert result.top_tokens[-1][0] != " Mary" or result.top_probs[-1, 0] < 0.5
 
 
+def test_a_load_after_the_first_one_finished_still_takes_the_early_prediction_back(
+        qtbot, bare_window, tiny_gpt2_dir):
+    """The early prediction outlives its load (it stays until TransformerLens's result replaces
+    it); a second load started in that gap must take it back, not leave the first model's numbers
+    under the second model's name. No prompt runs here, so the gap is held open."""
+    from engine.model_sources import ModelSpec
+    from engine.prompt_result import PromptRequest
+
+    win = bare_window
+    binding, panel = _binding(win), _binding(win).widget
+    win.prompt_editor.set_prompt(PROMPT)
+    with qtbot.waitSignal(win.controller.model_loaded, timeout=120_000):
+        win.load_model(ModelSpec("bundled", device="cpu"), preview=PromptRequest(PROMPT, 10))
+    assert panel._result is not None and panel._result is binding.early
+    with qtbot.waitSignal(win.controller.model_loaded, timeout=120_000):
+        win.load_model(ModelSpec("folder", str(tiny_gpt2_dir), "cpu"))
+        assert panel._result is None and binding.early is None
+    assert panel._result is None
+    assert "is loaded" in panel.summary.text()
+
+
 def test_launch_shows_the_early_prediction_before_transformer_lens_is_imported():
     """``python -m app`` as the bench runs it: the worker answers before it imports torch and
     TransformerLens; TransformerLens's prediction follows."""
