@@ -15,7 +15,7 @@ dense layers instead of the bridge's hooked modules. It covers the block forms m
 Anything else raises ``Unsupported`` here (ALiBi, soft-capping, sliding windows shorter than the
 context, q/k norms, post-norms, attention the bridge delegates to HF modules), and the patching
 engine uses the bridge's own blocks instead. Every form is also checked per model against the
-hooked forward, with patches, before it is used (``PatchRunner._check_shortcuts``).
+hooked forward, with patches, before it is used (``engine.shortcut_check``).
 """
 
 from __future__ import annotations
