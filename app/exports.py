@@ -152,8 +152,18 @@ def _enlarge_png(data: bytes) -> bytes | None:
     return bytes(buf)
 
 
+def drop_xml_illegal(path: str | Path) -> None:
+    """Remove the control characters XML 1.0 forbids, which Qt's SVG writers copy from text
+    (a prompt or token holding \\x04 made the file unreadable to every SVG reader)."""
+    raw = Path(path).read_bytes()
+    cleaned = re.sub(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]", b"", raw)
+    if cleaned != raw:
+        Path(path).write_bytes(cleaned)
+
+
 def clean_svg(path: str) -> None:
     """Rewrite an exported SVG so non-browser renderers draw it as the screen does."""
+    drop_xml_illegal(path)
     ET.register_namespace("", SVG_NS)
     ET.register_namespace("xlink", XLINK_NS)
     tree = ET.parse(path)
@@ -198,3 +208,28 @@ def figure_title(model: str, what: str, prompt: str = "", limit: int = 70) -> st
     if text:
         title += "\n“" + (text if len(text) <= limit else text[: limit - 1] + "…") + "”"
     return title
+
+
+def write_csv(path: str | Path, about: list[tuple[str, str]], header: list[str],
+              rows) -> str:
+    """A CSV table whose first lines say what the numbers are (``# model: …``, prompts, metric,
+    units), read back by ``pandas.read_csv(path, comment="#")`` or ``np.genfromtxt``; returns the
+    path written (``.csv`` added if missing)."""
+    import csv
+
+    out = Path(path)
+    if out.suffix.lower() != ".csv":
+        out = out.with_name(out.name + ".csv")
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        for key, value in about:
+            text = " ".join(str(value).split())  # one line each, whatever the prompt held
+            fh.write(f"# {key}: {text if len(text) <= 2000 else text[:1999] + '…'}\n")
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(out)
+
+
+def csv_number(value: float) -> str:
+    """A cell's value for CSV: 7 significant digits, empty where there is none (NaN)."""
+    return f"{value:.7g}" if math.isfinite(value) else ""

@@ -7,11 +7,12 @@ bar for more options.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QSpinBox,
     QToolButton,
     QWidget,
@@ -130,7 +131,10 @@ class SweepBar(QWidget):
 
 
 class ResultBar(QWidget):
-    """Which result the heatmap shows · Estimate · Verify top-k · Path patch from senders."""
+    """Which result the heatmap shows · Estimate · Verify top-k · Path patch from senders ·
+    Export. ``sig_export(what, kind)``: "heatmap" or "plan", as "png", "svg" or "csv"."""
+
+    sig_export = Signal(str, str)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -160,3 +164,22 @@ class ResultBar(QWidget):
         lay.addWidget(self.path_button)
         lay.addWidget(self.path_input)
         lay.addStretch(1)
+        lay.addWidget(self.export_button())
+
+    def export_button(self) -> QToolButton:
+        """One "Export" menu for both results the panel draws (the app writes the files)."""
+        button = tool_button("Export", "Save the heatmap or the plan's bars as a picture (PNG, "
+                             "SVG) or their numbers (CSV, with the model, prompts, metric and "
+                             "units in its first lines)")
+        button.setObjectName("patchingExport")
+        button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(button)
+        for what, label in (("heatmap", "Heatmap"), ("plan", "Plan bars")):
+            for kind in ("png", "svg", "csv"):
+                action = menu.addAction(f"{label} as {kind.upper()}…")
+                action.setObjectName(f"export_{what}_{kind}")
+                action.triggered.connect(
+                    lambda _checked=False, w=what, k=kind: self.sig_export.emit(w, k))
+        button.setMenu(menu)
+        self.export_menu = menu
+        return button

@@ -101,6 +101,7 @@ class PatchingPanel(QWidget):
     sig_estimate = Signal(str)  # sweep kind: attribution patching (one forward + backward)
     sig_verify = Signal(str, object)  # sweep kind, flat cell indices to patch exactly
     sig_path_patch = Signal(object, str)  # sender heads [(layer, head)], receiver input q/k/v
+    sig_export = Signal(str, str)  # "heatmap" or "plan", "png" / "svg" / "csv"
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -131,6 +132,7 @@ class PatchingPanel(QWidget):
         self.estimate_button.clicked.connect(lambda: self.sig_estimate.emit(self.sweep_kind()))
         self.verify_button.clicked.connect(self._verify)
         self.view_combo.currentIndexChanged.connect(lambda _i: self._redraw())
+        res.sig_export.connect(self.sig_export)
         self.path_button.clicked.connect(lambda: self.sig_path_patch.emit(
             list(self.senders), self.path_input.currentData()))
         self.senders: list[tuple[int, int]] = [(0, 0)]

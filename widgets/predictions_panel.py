@@ -7,7 +7,17 @@ from html import escape
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QStandardItem, QStandardItemModel
-from PySide6.QtWidgets import QHeaderView, QLabel, QSplitter, QTableView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMenu,
+    QSplitter,
+    QTableView,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from widgets.token_strip import TokenStrip, visible
 
@@ -15,9 +25,11 @@ TOP_COLUMNS = 5
 
 
 class PredictionsPanel(QWidget):
-    """Shows a run_prompt result. Emits ``sig_position_selected`` when the user picks a position."""
+    """Shows a run_prompt result. Emits ``sig_position_selected`` when the user picks a position,
+    ``sig_export(kind)`` ("png", "svg" or "csv") when the user asks for an export."""
 
     sig_position_selected = Signal(int)
+    sig_export = Signal(str)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -46,13 +58,51 @@ class PredictionsPanel(QWidget):
         split.addWidget(self.table)
         split.addWidget(self.detail)
         split.setSizes([80, 300, 120])
+        self.export_button = self._export_button()
+        top = QHBoxLayout()
+        top.setContentsMargins(0, 0, 0, 0)
+        top.addWidget(self.summary, 1)
+        top.addWidget(self.export_button, 0, Qt.AlignmentFlag.AlignTop)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(self.summary)
+        lay.addLayout(top)
         lay.addWidget(split, 1)
         self._result = None
         self.strip.sig_position_clicked.connect(self._select)
         self.table.clicked.connect(lambda idx: self._select(idx.row()))
+
+    def _export_button(self) -> QToolButton:
+        button = QToolButton()
+        button.setObjectName("predictionsExport")
+        button.setText("Export")
+        button.setToolTip("Save the panel as a picture (PNG, SVG) or every position's loss and "
+                          "top predictions as CSV")
+        button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(button)
+        for kind, text in (("png", "Picture as PNG…"), ("svg", "Picture as SVG…"),
+                           ("csv", "Table as CSV…")):
+            action = menu.addAction(text)
+            action.setObjectName(f"export_{kind}")
+            action.triggered.connect(lambda _checked=False, k=kind: self.sig_export.emit(k))
+        button.setMenu(menu)
+        self.export_menu = menu
+        return button
+
+    def export_table(self) -> tuple[list[str], list[list[str]]]:
+        """Every position: its token, the loss of predicting it, and every top prediction after
+        it with its probability (all k the result holds, not only the columns shown)."""
+        r = self._result
+        k = r.top_probs.shape[1]
+        header = ["pos", "token", "loss"] + [f"top {j + 1} {what}" for j in range(k)
+                                             for what in ("token", "prob")]
+        rows = []
+        for p, token in enumerate(r.str_tokens):
+            loss = "" if p == 0 else f"{float(r.loss_per_token[p - 1]):.7g}"
+            row = [str(p), token, loss]
+            for j in range(k):
+                row += [r.top_tokens[p][j], f"{float(r.top_probs[p, j]):.7g}"]
+            rows.append(row)
+        return header, rows
 
     def clear(self, text: str = "Run a prompt to see the model's predictions.") -> None:
         """Show no result (e.g. another model was loaded: the old predictions do not apply)."""

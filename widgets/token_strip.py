@@ -11,7 +11,10 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWidgetItem
 
-_VISIBLE = str.maketrans({" ": "·", "\n": "↵", "\t": "⇥", "\r": "␍"})
+# Whitespace as signs; other control characters (byte-level tokens hold them) as their Unicode
+# control pictures (U+2400 + code, e.g. \x04 -> ␄), not as nothing (and never raw into an SVG).
+_VISIBLE = str.maketrans({**{chr(c): chr(0x2400 + c) for c in range(32)}, "\x7f": "␡",
+                          " ": "·", "\n": "↵", "\t": "⇥", "\r": "␍"})
 
 
 def visible(token: str) -> str:

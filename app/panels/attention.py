@@ -3,7 +3,6 @@ and writes exports (PNG/SVG via pyqtgraph exporters, CSV/NPZ via numpy)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,7 +10,7 @@ import numpy as np
 from PySide6.QtCore import QEvent, Qt
 from PySide6.QtWidgets import QFileDialog
 
-from app.exports import export_figure, figure_title
+from app.exports import export_figure, figure_title, write_csv
 from app.panels.base import PanelBinding
 from widgets.attention_panel import AttentionPanel
 from widgets.token_strip import visible
@@ -168,13 +167,17 @@ class AttentionBinding(PanelBinding):
         if ext == "csv":
             values = panel.focused_values()
             tokens = [visible(t) for t in panel.item().str_tokens]
-            with open(out, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["query_pos", "query_token"] +
-                                [f"{k}:{t}" for k, t in enumerate(tokens)])
-                for q, row in enumerate(values):
-                    writer.writerow([q, tokens[q]] + ["" if not np.isfinite(v) else f"{v:.6g}"
-                                                      for v in row])
+            info = self.controller.model_info
+            units = ("pre-softmax attention score (scaled q·k)" if panel._is_scores() else
+                     "attention probability (each row sums to 1 over key positions)")
+            write_csv(out, [("model", info.name if info is not None else ""),
+                            ("prompt", panel.item().label),
+                            ("head", self.figure_title(kind).split("\n")[0]),
+                            ("rows", "query positions"), ("columns", "key positions"),
+                            ("units", units)],
+                      ["query_pos", "query_token"] + [f"{k}:{t}" for k, t in enumerate(tokens)],
+                      [[q, tokens[q]] + ["" if not np.isfinite(v) else f"{v:.6g}" for v in row]
+                       for q, row in enumerate(values)])
         elif ext == "npz":
             np.savez_compressed(out, **panel.export_arrays())
         return str(out)

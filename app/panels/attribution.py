@@ -8,13 +8,12 @@ selection. Export writes the current view as PNG/SVG (pyqtgraph exporters) or CS
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFileDialog
 
-from app.exports import export_figure, figure_title
+from app.exports import export_figure, figure_title, write_csv
 from app.panels.base import PanelBinding
 from widgets.attribution_panel import AttributionPanel
 
@@ -157,10 +156,14 @@ class AttributionBinding(PanelBinding):
         try:
             if kind == "csv":
                 header, rows = panel.export_table()
-                with open(path, "w", newline="", encoding="utf-8") as f:
-                    writer = csv.writer(f)
-                    writer.writerow(header)
-                    writer.writerows(rows)
+                info = self.controller.model_info
+                r = panel.result
+                write_csv(path, [("model", info.name if info is not None else ""),
+                                 *[(f"prompt {i + 1}", p) for i, p in enumerate(r.prompts)],
+                                 ("view", self.figure_title().split("\n")[0]),
+                                 ("units", "logits (direct contribution to the answer's logit "
+                                           "minus the counterfactual's, or to the answer's)")],
+                          header, rows)
                 return
             export_figure(panel.export_view(), panel.export_item(), str(Path(path)), kind,
                           self.figure_title(), min_width=1200)

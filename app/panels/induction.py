@@ -10,7 +10,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 
-from app.exports import export_figure, figure_title
+from app.exports import export_figure, figure_title, write_csv
 from app.panels.base import PanelBinding
 from widgets.induction_panel import InductionPanel
 
@@ -185,8 +185,13 @@ class InductionBinding(PanelBinding):
                                  self.figure_title(), min_width=1000, keep=("mark",))
         if kind == "csv":
             header, table = self.widget.export_table()
-            fmt = ["%d", "%d"] + ["%.6g"] * (len(header) - 2)
-            np.savetxt(out, table, delimiter=",", header=",".join(header), comments="", fmt=fmt)
+            info = self.controller.model_info
+            rows = [[str(int(row[0])), str(int(row[1]))] + [f"{v:.6g}" for v in row[2:]]
+                    for row in np.asarray(table)]
+            write_csv(out, [("model", info.name if info is not None else ""),
+                            ("scan", self.figure_title().split("\n")[0]),
+                            ("units", "head_detector scores: the share of each head's "
+                                      "attention on the pattern's positions (0 to 1)")], header, rows)
         else:
             raise ValueError(f"unknown export kind {kind!r}")
         return str(out)

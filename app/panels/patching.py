@@ -28,12 +28,76 @@ class PatchingBinding(PanelBinding):
         panel.sig_estimate.connect(self.estimate)
         panel.sig_verify.connect(self.verify)
         panel.sig_path_patch.connect(self.path_patch)
+        panel.sig_export.connect(self.export_dialog)
         self.controller.job_progress.connect(self._progress)
         self.controller.bos_changed.connect(lambda _choice: self.check())
         return panel
 
     def edit_actions(self) -> list:
         return self.widget.plan.edit_actions()
+
+    # -- exports -------------------------------------------------------------------------------
+    def export_dialog(self, what: str, kind: str) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        filters = {"png": "PNG image (*.png)", "svg": "SVG image (*.svg)",
+                   "csv": "CSV table (*.csv)"}
+        name = f"patching_{'plan' if what == 'plan' else self._shown_name()}.{kind}"
+        path, _ = QFileDialog.getSaveFileName(self.widget, f"Export {kind.upper()}", name,
+                                              filters[kind])
+        if path:
+            self.export(what, kind, path)
+
+    def _shown_name(self) -> str:
+        r = self.widget.result
+        return "heatmap" if r is None else str(r.kind)
+
+    def export(self, what: str, kind: str, path: str) -> str | None:
+        """Write the shown heatmap or the plan's bars (``what``) as ``kind``; returns the path
+        written, or None after saying why not in the panel."""
+        from app.exports import export_figure, write_csv
+        from widgets import patching_export as pe
+
+        panel = self.widget
+        result = panel.result if what == "heatmap" else panel.plan.result
+        if result is None:
+            panel.show_message("Nothing to export yet: run a sweep first." if what == "heatmap"
+                               else "Nothing to export yet: run the plan first.")
+            return None
+        try:
+            if kind == "csv":
+                about = pe.heatmap_about(panel) if what == "heatmap" else pe.plan_about(result)
+                header, rows = (pe.heatmap_table(panel) if what == "heatmap"
+                                else pe.plan_table(result))
+                return write_csv(path, self._about() + about, header, rows)
+            if what == "heatmap":
+                view = panel.heatmap
+                return export_figure(view, view.export_target(), path, kind,
+                                     self._figure_title(pe.heatmap_what(result)),
+                                     min_width=1200)
+            chart = panel.plan.chart
+            return export_figure(chart, chart.plot, path, kind,
+                                 self._figure_title("patch plan"), min_width=900)
+        except OSError as exc:
+            panel.show_message(f"Could not write {path}: {exc.strerror or exc}")
+            return None
+
+    def _about(self) -> list[tuple[str, str]]:
+        info = self.controller.model_info
+        about = [("model", info.name if info is not None else "")]
+        for i, (clean, corrupted, answer, counterfactual) in enumerate(self.widget.pairs()):
+            about += [(f"pair {i + 1} clean", clean), (f"pair {i + 1} corrupted", corrupted),
+                      (f"pair {i + 1} answer / counterfactual", f"{answer} / {counterfactual}")]
+        return about
+
+    def _figure_title(self, what: str) -> str:
+        from app.exports import figure_title
+
+        info = self.controller.model_info
+        pairs = self.widget.pairs()
+        prompt = pairs[0][0] if pairs else ""
+        more = f" (+{len(pairs) - 1} more pairs)" if len(pairs) > 1 else ""
+        return figure_title(info.name if info is not None else "", what + more, prompt)
 
     # -- pairs -----------------------------------------------------------------------------------
     def prompt_pairs(self) -> tuple:

@@ -24,7 +24,54 @@ class PredictionsBinding(PanelBinding):
         # (engine.early_prediction); TransformerLens's own result replaces it.
         self.early = None  # that result while it is on screen
         self.controller.early_prediction.connect(self._show_early)
+        panel.sig_export.connect(self.export_dialog)
         return panel
+
+    # -- exports -------------------------------------------------------------------------------
+    def export_dialog(self, kind: str) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        filters = {"png": "PNG image (*.png)", "svg": "SVG image (*.svg)",
+                   "csv": "CSV table (*.csv)"}
+        path, _ = QFileDialog.getSaveFileName(self.widget, f"Export {kind.upper()}",
+                                              f"predictions.{kind}", filters[kind])
+        if path:
+            self.export(kind, path)
+
+    def export(self, kind: str, path: str) -> str | None:
+        """Write the panel as a picture or its table as CSV; returns the path written, or None
+        after saying why not in the summary line."""
+        from pathlib import Path
+
+        from app.exports import write_csv
+
+        panel = self.widget
+        result = panel._result
+        if result is None:
+            panel.summary.setText("Nothing to export yet: run a prompt first.")
+            return None
+        out = Path(path)
+        if out.suffix.lower() != f".{kind}":
+            out = out.with_name(out.name + f".{kind}")
+        try:
+            if kind == "csv":
+                info = self.controller.model_info
+                how = EARLY_NOTE if self._showing_early() else "TransformerLens"
+                about = [("model", info.name if info is not None else "(loading)"),
+                         ("prompt", result.prompt), ("loss", "nats: -log p of each token given "
+                                                     "the ones before it"),
+                         ("prob", "probability of the next token (softmax of the logits)"),
+                         ("computed by", how)]
+                header, rows = panel.export_table()
+                return write_csv(out, about, header, rows)
+            if kind == "png":
+                if not panel.grab().save(str(out)):
+                    raise OSError(f"Qt could not write {out}")
+                return str(out)
+            return _render_svg(panel, out)
+        except OSError as exc:
+            panel.summary.setText(f"Could not write {out}: {getattr(exc, 'strerror', None) or exc}")
+            return None
 
     def on_prompt_run(self, prompt: str, truncate: bool) -> None:
         from engine.prompt import PromptRequest, run_prompt
@@ -77,3 +124,27 @@ class PredictionsBinding(PanelBinding):
                                                    offer_truncate=info.kind == "too_long")
             return True
         return False
+
+
+def _render_svg(widget, out) -> str:
+    """The widget as drawn, through Qt's SVG painter (text stays text)."""
+    from PySide6.QtCore import QPoint, QRect, QSize
+    from PySide6.QtGui import QPainter
+    from PySide6.QtSvg import QSvgGenerator
+
+    gen = QSvgGenerator()
+    gen.setFileName(str(out))
+    gen.setSize(QSize(widget.width(), widget.height()))
+    gen.setViewBox(QRect(0, 0, widget.width(), widget.height()))
+    gen.setTitle("Lensbench predictions")
+    painter = QPainter()
+    if not painter.begin(gen):
+        raise OSError(f"Qt could not write {out}")
+    try:
+        widget.render(painter, QPoint(0, 0))
+    finally:
+        painter.end()
+    from app.exports import drop_xml_illegal
+
+    drop_xml_illegal(out)
+    return str(out)

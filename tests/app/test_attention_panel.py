@@ -162,8 +162,14 @@ def test_inspect_tokens_and_exports(qtbot, window, shown, tmp_path):
     with np.load(tmp_path / "all_npz.npz") as data:  # no pickle needed
         np.testing.assert_array_equal(data["patterns"], panel.item().patterns)
         assert data["token_ids"].tolist() == ids
-    rows = (tmp_path / "focused_csv.csv").read_text(encoding="utf-8").splitlines()
-    assert len(rows) == len(ids) + 1
+    from tests.app.exported import read_export
+
+    about, header, rows = read_export(tmp_path / "focused_csv.csv")
+    assert len(rows) == len(ids) and header[:2] == ["query_pos", "query_token"]
+    assert about["prompt"] == "repeated random tokens" and "attention" in about["units"]
+    layer, head = panel.focused_head()
+    np.testing.assert_allclose(np.array([r[2:] for r in rows], dtype=float),
+                               panel.item().patterns[layer, head], atol=1e-5)
     assert "<svg" in (tmp_path / "grid_svg.svg").read_text(encoding="utf-8")[:2000]
 
 

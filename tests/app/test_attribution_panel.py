@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 import torch
@@ -263,17 +261,21 @@ def test_export_png_svg_csv(qtbot, window, tmp_path):
     svg = (tmp_path / "c.svg").read_text()
     assert "<svg" in svg and "Direct logit attribution per component" in svg
     assert ">embed<" in svg.replace(" ", "")  # category labels are text in the SVG
+    from tests.app.exported import read_export
+
     binding.export("csv", str(tmp_path / "c.csv"))
-    with open(tmp_path / "c.csv", newline="") as f:
-        rows = list(csv.reader(f))
+    about, header, body = read_export(tmp_path / "c.csv")
+    assert about["model"] == window.controller.model_info.name
+    assert about["prompt 1"] == panel.result.prompts[0] and "logits" in about["units"]
+    rows = [header, *body]
     assert rows[0][:4] == ["label", "mean", "min", "max"]
     assert [r[0] for r in rows[1:]] == list(panel.result.component_labels)
     np.testing.assert_allclose([float(r[1]) for r in rows[1:]],
                                panel.result.component_values[0], rtol=1e-6)
     panel.tabs.setCurrentIndex(2)
     binding.export("csv", str(tmp_path / "h.csv"))
-    with open(tmp_path / "h.csv", newline="") as f:
-        rows = list(csv.reader(f))
+    about, header, body = read_export(tmp_path / "h.csv")
+    rows = [header, *body]
     assert rows[1 + 5][0] == "L1H1"  # layer-major order
     assert float(rows[1 + 5][1]) == pytest.approx(float(panel.result.head_values[0, 1, 1]))
     binding.export("png", str(tmp_path / "h.png"))

@@ -222,8 +222,12 @@ def test_exports(qtbot, window, shown, tmp_path):
     binding, panel = _binding(window), shown
     r = binding.result
     path = binding.export("csv", str(tmp_path / "scores"))
-    data = np.loadtxt(path, delimiter=",", skiprows=1)
-    header = open(path, encoding="utf-8").readline().strip().split(",")
+    from tests.app.exported import read_export
+
+    about, header, rows = read_export(path)
+    data = np.array(rows, dtype=float)
+    assert about["model"] == window.controller.model_info.name and "head_detector" in \
+        about["units"]
     assert header[:2] == ["layer", "head"]
     assert data.shape == (r.n_layers * r.n_heads, len(header))
     col = header.index("repeated_induction")
