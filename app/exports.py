@@ -233,3 +233,15 @@ def write_csv(path: str | Path, about: list[tuple[str, str]], header: list[str],
 def csv_number(value: float) -> str:
     """A cell's value for CSV: 7 significant digits, empty where there is none (NaN)."""
     return f"{value:.7g}" if math.isfinite(value) else ""
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` through QSaveFile: the old file stays until the new one is complete."""
+    from PySide6.QtCore import QSaveFile
+
+    f = QSaveFile(str(path))
+    if not f.open(QSaveFile.OpenModeFlag.WriteOnly):
+        raise OSError(f"cannot open for writing ({f.errorString()})")
+    f.write(text.encode("utf-8"))
+    if not f.commit():
+        raise OSError(f"writing failed ({f.errorString()})")

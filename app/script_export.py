@@ -1,0 +1,278 @@
+"""File > Export as Python script: the window's analyses as a self-contained TransformerLens 4 script.
+
+The script boots the same model (``TransformerBridge.boot_transformers`` + compatibility mode),
+tokenises with the same BOS policy, and reruns each analysis through TransformerLens's own
+functions: ``run_with_cache`` and ``loss_fn`` (predictions), ``cache["pattern", layer]``
+(attention), ``tools.analysis.logit_lens`` and ``direct_logit_attribution`` (attribution),
+``patching.get_act_patch_*`` (the patching sweep). It prints each result as one line
+``RESULT <name> <json>``, so a reader can compare it with what the panels showed (a test does).
+
+Everything taken from the session (prompts, answers, model names) enters the script only as a
+Python literal written by ``repr``: a hostile prompt cannot become code. Generating needs no torch.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+
+# Lensbench's sweep kinds -> TransformerLens's patching functions (tests/tl_reference.py checks
+# the engine against exactly these).
+TL_SWEEPS = {
+    "resid_pre": "get_act_patch_resid_pre",
+    "resid_mid": "get_act_patch_resid_mid",
+    "attn_out": "get_act_patch_attn_out",
+    "mlp_out": "get_act_patch_mlp_out",
+    "head_out": "get_act_patch_attn_head_out_all_pos",
+    "head_out_by_pos": "get_act_patch_attn_head_out_by_pos",
+    "head_q": "get_act_patch_attn_head_q_all_pos",
+    "head_k": "get_act_patch_attn_head_k_all_pos",
+    "head_v": "get_act_patch_attn_head_v_all_pos",
+    "head_pattern": "get_act_patch_attn_head_pattern_all_pos",
+    "head_q_by_pos": "get_act_patch_attn_head_q_by_pos",
+    "head_k_by_pos": "get_act_patch_attn_head_k_by_pos",
+    "head_v_by_pos": "get_act_patch_attn_head_v_by_pos",
+    "head_pattern_by_pos": "get_act_patch_attn_head_pattern_by_pos",
+    "block": "get_act_patch_block_every",
+}
+
+
+@dataclass
+class ScriptSpec:
+    """What the script reruns; plain values only (gathered from the window by ``spec_of``)."""
+
+    model: str  # an HF name or a local folder
+    model_label: str
+    device: str = "auto"
+    dtype: str = "float32"
+    prepend_bos: bool = True
+    prompt: str = ""
+    top_k: int = 10
+    head: tuple[int, int] | None = None  # the attention panel's focused head
+    attribution: tuple[str, str, int] | None = None  # answer, counterfactual, position
+    pairs: list[tuple[str, str, str, str]] = field(default_factory=list)
+    metric: str = "logit_diff_norm"
+    direction: str = "denoise"
+    sweep: str | None = None
+
+
+def spec_of(window) -> ScriptSpec:
+    """The current window's model, prompt, BOS policy and each panel's analysis settings."""
+    info = window.controller.model_info
+    spec = window.model_spec
+    folder = info.folder if info is not None and info.folder else spec.name
+    bos = window.controller.prepend_bos
+    if bos is None:
+        bos = info.default_prepend_bos if info is not None else True
+    panels = {b.object_name: b for b in window.bindings}
+    out = ScriptSpec(model=folder if spec.source != "hf" else spec.name,
+                     model_label=info.name if info is not None else spec.display_name,
+                     device=spec.device, dtype=spec.dtype, prepend_bos=bool(bos),
+                     prompt=window.controller.selection.prompt or window.prompt_editor.prompt(),
+                     top_k=window.prompt_editor.top_k.value())
+    attention = panels.get("attentionDock")
+    if attention is not None and info is not None:
+        out.head = tuple(attention.widget.focused_head())
+    attribution = panels.get("attributionDock")
+    if attribution is not None and attribution.widget.answer_edit.text():
+        w = attribution.widget
+        out.attribution = (w.answer_edit.text(), w.cf_edit.text(), w.position_spin.value())
+    patching = panels.get("patchingDock")
+    if patching is not None:
+        w = patching.widget
+        out.pairs = [tuple(p) for p in w.pairs()]
+        out.metric, out.direction = w.metric_name(), w.direction()
+        out.sweep = w.sweep_kind() if w.sweep_kind() in TL_SWEEPS else None
+    return out
+
+
+def render(spec: ScriptSpec, when: _dt.datetime | None = None) -> str:
+    """The script's text."""
+    when = when or _dt.datetime.now()
+    parts = [_HEADER.format(label=_one_line(spec.model_label), when=f"{when:%Y-%m-%d %H:%M}"),
+             _SETUP.format(model=repr(spec.model), device=_device(spec.device),
+                           dtype=repr(spec.dtype), bos=repr(bool(spec.prepend_bos)))]
+    if spec.prompt.strip():
+        parts.append(_PREDICTIONS.format(prompt=repr(spec.prompt), top_k=int(spec.top_k)))
+        if spec.head is not None:
+            parts.append(_ATTENTION.format(layer=int(spec.head[0]), head=int(spec.head[1])))
+        if spec.attribution is not None:
+            answer, cf, position = spec.attribution
+            parts.append(_ATTRIBUTION.format(answer=repr(answer), cf=repr(cf),
+                                             position=int(position)))
+    if spec.pairs and spec.sweep in TL_SWEEPS:
+        parts.append(_PATCHING.format(pairs=_pairs_literal(spec.pairs), metric=repr(spec.metric),
+                                      direction=repr(spec.direction), sweep=repr(spec.sweep),
+                                      function=TL_SWEEPS[spec.sweep]))
+    return "\n".join(parts)
+
+
+def _one_line(text: str) -> str:
+    """For the docstring: one line, no closing quotes, backslashes literal."""
+    return " ".join(str(text).split())[:200].replace("\\", "\\\\").replace('"""', "'''")
+
+
+def _device(device: str) -> str:
+    if device in ("", "auto"):
+        return ('"cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.'
+                'is_available() else "cpu")')
+    return repr(device)
+
+
+def _pairs_literal(pairs) -> str:
+    rows = "".join(f"    ({', '.join(repr(str(x)) for x in pair)}),\n" for pair in pairs)
+    return "[\n" + rows + "]"
+
+
+_HEADER = '''#!/usr/bin/env python3
+"""Lensbench analyses of {label}, exported {when} as a TransformerLens 4 script.
+
+Reruns what the Lensbench panels computed through TransformerLens's own functions and prints each
+result as one line: RESULT <name> <json>. Needs torch and transformer_lens >= 4.
+"""
+
+import json
+
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+'''
+
+_SETUP = '''MODEL = {model}
+DEVICE = {device}
+DTYPE = {{"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}}[{dtype}]
+PREPEND_BOS = {bos}  # the model's default unless it was switched in Lensbench
+
+
+def report(name, value):
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().cpu().tolist()
+    print("RESULT", name, json.dumps(value), flush=True)
+
+
+def single_token(text):
+    ids = model.to_tokens(text, prepend_bos=False)[0]
+    assert len(ids) == 1, f"{{text!r}} is {{len(ids)}} tokens, not one"
+    return int(ids[0])
+
+
+torch.set_grad_enabled(False)
+model = TransformerBridge.boot_transformers(MODEL, device=DEVICE, dtype=DTYPE,
+                                            trust_remote_code=False)
+model.enable_compatibility_mode(disable_warnings=True)
+model.eval()
+'''
+
+_PREDICTIONS = '''
+# -- Predictions: the top next tokens and the loss at every position -----------------------------
+PROMPT = {prompt}
+tokens = model.to_tokens(PROMPT, prepend_bos=PREPEND_BOS)
+logits, cache = model.run_with_cache(tokens)
+top = logits[0].float().softmax(-1).topk(min({top_k}, logits.shape[-1]), dim=-1)
+report("predictions.str_tokens", model.to_str_tokens(tokens[0]))
+report("predictions.top_ids", top.indices)
+report("predictions.top_probs", top.values)
+report("predictions.loss_per_token", model.loss_fn(logits, tokens, per_token=True)[0])
+'''
+
+_ATTENTION = '''
+# -- Attention: the focused head's pattern (query x key) ------------------------------------------
+report("attention.pattern.L{layer}H{head}", cache["pattern", {layer}][0, {head}])
+'''
+
+_ATTRIBUTION = '''
+# -- Attribution: logit lens and direct logit attribution (TransformerLens's tools.analysis) ------
+from transformer_lens.tools.analysis import direct_logit_attribution, logit_lens
+
+ANSWER, COUNTERFACTUAL, POSITION = {answer}, {cf}, {position}
+pos = POSITION % tokens.shape[-1]
+a = single_token(ANSWER)
+c = single_token(COUNTERFACTUAL) if COUNTERFACTUAL else None
+with_mid = "blocks.0.hook_resid_mid" in model.hook_dict  # parallel blocks have no resid_mid
+lens = logit_lens(model, cache=cache, incl_mid=with_mid, positions=pos,
+                  targets=[a] if c is None else [a, c])
+values = lens.values[:, 0, :].float()
+report("attribution.lens_labels", list(lens.labels))
+report("attribution.logit_lens", values[:, 0] - (values[:, 1] if c is not None else 0.0))
+comp = direct_logit_attribution(model, cache=cache, answer_tokens=a, incorrect_tokens=c,
+                                unit="component", pos=pos)
+report("attribution.component_labels", list(comp.labels))
+report("attribution.components", comp.attribution.reshape(len(comp.labels), -1)[:, 0])
+heads = direct_logit_attribution(model, cache=cache, answer_tokens=a, incorrect_tokens=c,
+                                 unit="head", pos=pos)
+n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+per_head = heads.attribution.reshape(heads.attribution.shape[0], -1)[:, 0]
+report("attribution.heads", per_head[:n_layers * n_heads].reshape(n_layers, n_heads))
+'''
+
+_PATCHING = '''
+# -- Activation patching: the sweep, with Lensbench's metric --------------------------------------
+from transformer_lens import patching
+
+PAIRS = {pairs}  # (clean, corrupted, answer, counterfactual)
+METRIC, DIRECTION, SWEEP = {metric}, {direction}, {sweep}
+clean = torch.cat([model.to_tokens(p[0], prepend_bos=PREPEND_BOS) for p in PAIRS])
+corrupted = torch.cat([model.to_tokens(p[1], prepend_bos=PREPEND_BOS) for p in PAIRS])
+answers = torch.tensor([single_token(p[2]) for p in PAIRS], device=clean.device)
+cfs = (torch.tensor([single_token(p[3]) for p in PAIRS], device=clean.device)
+       if PAIRS[0][3] else None)
+rows = torch.arange(len(PAIRS), device=clean.device)
+last = clean.shape[1] - 1  # the answer is predicted after the last token
+
+
+def raw_metric(logits):
+    at = logits[rows, last].float()
+    if METRIC in ("prob", "loss"):
+        logp = at.log_softmax(-1).gather(-1, answers[:, None])[:, 0]
+        value = logp.exp() if METRIC == "prob" else -logp
+    else:
+        value = at.gather(-1, answers[:, None])[:, 0]
+        if cfs is not None:
+            value = value - at.gather(-1, cfs[:, None])[:, 0]
+    return value.mean()
+
+
+clean_logits, clean_cache = model.run_with_cache(clean)
+corrupted_logits, corrupted_cache = model.run_with_cache(corrupted)
+CLEAN, CORRUPTED = float(raw_metric(clean_logits)), float(raw_metric(corrupted_logits))
+
+
+def metric(logits):
+    value = raw_metric(logits)
+    if METRIC == "logit_diff_norm":  # 0 = the corrupted run, 1 = the clean run
+        return (value - CORRUPTED) / (CLEAN - CORRUPTED)
+    return value
+
+
+base, source = ((corrupted, clean_cache) if DIRECTION == "denoise"
+                else (clean, corrupted_cache))
+report(f"patching.{{SWEEP}}", patching.{function}(model, base, source, metric))
+'''
+
+
+def export_dialog(window) -> str | None:
+    """Ask where, write the script; a problem is shown in the window's error box."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from app.exports import write_text_atomic
+
+    if window.controller.model_info is None:
+        window.statusBar().showMessage("Load a model first: the script reruns its analyses.",
+                                       6000)
+        return None
+    path, _ = QFileDialog.getSaveFileName(window, "Export as Python script",
+                                          "lensbench_analysis.py", "Python script (*.py)")
+    if not path:
+        return None
+    if not path.endswith(".py"):
+        path += ".py"
+    try:
+        write_text_atomic(path, render(spec_of(window)))
+    except OSError as exc:
+        from engine.errors import ErrorInfo
+
+        window.errors.show("script", ErrorInfo("OSError", f"Could not write {path}: "
+                                               f"{exc.strerror or exc}", "", "Choose another "
+                                               "folder; nothing else changed.", "input"))
+        return None
+    window.statusBar().showMessage(f"Wrote {path}", 6000)
+    return path
