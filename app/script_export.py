@@ -54,6 +54,10 @@ class ScriptSpec:
     metric: str = "logit_diff_norm"
     direction: str = "denoise"
     sweep: str | None = None
+    # The induction scan as it ran: its repeated sequences (token ids) and detect_head options.
+    rep_tokens: list[list[int]] | None = None
+    detector_options: dict = field(default_factory=dict)
+    prompt_scores: bool = False
 
 
 def spec_of(window) -> ScriptSpec:
@@ -83,6 +87,14 @@ def spec_of(window) -> ScriptSpec:
         out.pairs = [tuple(p) for p in w.pairs()]
         out.metric, out.direction = w.metric_name(), w.direction()
         out.sweep = w.sweep_kind() if w.sweep_kind() in TL_SWEEPS else None
+    induction = panels.get("inductionDock")
+    r = getattr(induction, "result", None)
+    if r is not None:
+        out.rep_tokens = [[int(t) for t in row] for row in r.rep_tokens]
+        out.detector_options = {"exclude_bos": bool(r.exclude_bos),
+                                "exclude_current_token": bool(r.exclude_current_token),
+                                "error_measure": str(r.error_measure)}
+        out.prompt_scores = bool(r.prompt_scores)
     return out
 
 
@@ -104,7 +116,19 @@ def render(spec: ScriptSpec, when: _dt.datetime | None = None) -> str:
         parts.append(_PATCHING.format(pairs=_pairs_literal(spec.pairs), metric=repr(spec.metric),
                                       direction=repr(spec.direction), sweep=repr(spec.sweep),
                                       function=TL_SWEEPS[spec.sweep]))
+    if spec.rep_tokens:
+        opts = spec.detector_options
+        parts.append(_INDUCTION.format(
+            rep=_tokens_literal(spec.rep_tokens),
+            options=", ".join(f"{k}={opts[k]!r}" for k in ("exclude_bos", "exclude_current_token",
+                                                           "error_measure") if k in opts)))
+        if spec.prompt_scores and spec.prompt.strip():
+            parts.append(_INDUCTION_PROMPT)
     return "\n".join(parts)
+
+
+def _tokens_literal(rows: list[list[int]]) -> str:
+    return "[\n" + "".join(f"    {[int(t) for t in row]!r},\n" for row in rows) + "]"
 
 
 def _one_line(text: str) -> str:
@@ -246,6 +270,55 @@ def metric(logits):
 base, source = ((corrupted, clean_cache) if DIRECTION == "denoise"
                 else (clean, corrupted_cache))
 report(f"patching.{{SWEEP}}", patching.{function}(model, base, source, metric))
+'''
+
+_INDUCTION = '''
+# -- Induction scan: head_detector's scores on the scan's repeated random tokens ------------------
+from transformer_lens.head_detector import (
+    compute_head_attention_similarity_score,
+    detect_head,
+    get_duplicate_token_head_detection_pattern,
+    get_induction_head_detection_pattern,
+    get_previous_token_head_detection_pattern,
+)
+
+REP_TOKENS = {rep}
+DETECTOR_OPTIONS = dict({options})
+DETECTORS = {{"previous": get_previous_token_head_detection_pattern,
+              "duplicate": get_duplicate_token_head_detection_pattern,
+              "induction_detector": get_induction_head_detection_pattern}}
+
+
+def detector_scores(tokens):
+    """detect_head's scores for one sequence of token ids (what it does for a string)."""
+    _, seq_cache = model.run_with_cache(tokens, remove_batch_dim=True)
+    out = {{}}
+    for name, make in DETECTORS.items():
+        pattern = make(tokens.cpu()).to(tokens.device)
+        scores = torch.empty(model.cfg.n_layers, model.cfg.n_heads)
+        for layer in range(model.cfg.n_layers):
+            layer_patterns = seq_cache["pattern", layer, "attn"]
+            for head in range(model.cfg.n_heads):
+                scores[layer, head] = compute_head_attention_similarity_score(
+                    layer_patterns[head], detection_pattern=pattern, **DETECTOR_OPTIONS)
+        out[name] = scores
+    return out
+
+
+per_sequence = [detector_scores(torch.tensor([row], device=model.cfg.device))
+                for row in REP_TOKENS]
+for name in DETECTORS:  # detect_head averages over a list of sequences the same way
+    report(f"induction.repeated.{{name}}", torch.stack([s[name] for s in per_sequence]).mean(0))
+'''
+
+_INDUCTION_PROMPT = '''
+# detect_head tokenises the prompt itself, with the model's default BOS
+if PREPEND_BOS == model.cfg.default_prepend_bos:
+    for name, head_name in (("previous", "previous_token_head"),
+                            ("duplicate", "duplicate_token_head"),
+                            ("induction", "induction_head")):
+        report(f"induction.prompt.{name}", detect_head(model, PROMPT, head_name,
+                                                       **DETECTOR_OPTIONS))
 '''
 
 

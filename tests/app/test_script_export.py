@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+from PySide6.QtCore import Qt
 
 from tests.app.conftest import run_prompt_and_wait
 from tests.app.test_attribution_panel import attribute
@@ -35,7 +36,15 @@ def test_exported_script_prints_the_panels_numbers(qtbot, window, tmp_path, monk
 
     from app import script_export
 
+    induction = next(b for b in window.bindings if b.object_name == "inductionDock")
+    window.docks["inductionDock"].show()
+    induction.widget.seq_len.setValue(12)
+    induction.widget.batch.setValue(3)
     run_prompt_and_wait(qtbot, window, PROMPT)
+    window.docks["inductionDock"].raise_()
+    with qtbot.waitSignal(window.controller.busy_changed, timeout=60_000,
+                          check_params_cb=lambda busy: busy is False):
+        qtbot.mouseClick(induction.widget.scan_button, Qt.MouseButton.LeftButton)
     attention = next(b for b in window.bindings if b.object_name == "attentionDock").widget
     predictions = next(b for b in window.bindings if b.object_name == "predictionsDock").widget
     attribution = attribute(qtbot, window, " Mary", " John")
@@ -68,6 +77,16 @@ def test_exported_script_prints_the_panels_numbers(qtbot, window, tmp_path, monk
     np.testing.assert_allclose(got["attribution.components"], r.component_values[0], atol=1e-4)
     np.testing.assert_allclose(got["attribution.heads"], r.head_values[0], atol=1e-4)
     assert np.ptp(r.head_values[0]) > 1e-3
+
+    scan = induction.result
+    assert scan is not None and scan.prompt_scores
+    for kind in ("previous", "duplicate", "induction_detector"):
+        np.testing.assert_allclose(got[f"induction.repeated.{kind}"], scan.repeated[kind],
+                                   atol=1e-4)
+    for kind in ("previous", "duplicate", "induction"):
+        np.testing.assert_allclose(got[f"induction.prompt.{kind}"], scan.prompt_scores[kind],
+                                   atol=1e-4)
+    assert np.ptp(scan.repeated["previous"]) > 1e-3
 
     sweep = patching.result
     np.testing.assert_allclose(got["patching.head_out"], sweep.values, atol=1e-4)
