@@ -28,8 +28,14 @@ def save(window) -> bool:
 
 
 def save_to(window, path: str) -> bool:
+    from app.session_results import collect
+
     try:
-        save_session(path, manifest_of(window))
+        manifest = manifest_of(window)
+        results, arrays = collect(window)
+        if results is not None:
+            manifest["results"] = results
+        save_session(path, manifest, arrays)
     except (SessionError, OSError) as exc:
         window.errors.show("session", _info(str(exc), "The session was not saved; the previous "
                                                        "file, if any, is unchanged."))
@@ -85,6 +91,9 @@ def open_path(window, path: str) -> bool:
                 b.restore_session_state(state)
     if spec != window.model_spec or window.controller.model_info is None:
         window.load_model(spec)
+    from app.session_results import restore
+
+    restore(window, manifest, _arrays)  # shown once that model is loaded, if its weights match
     if prompt.strip():  # after the load, if one was started (never queued behind it)
         window._run_prompt(prompt, window.prompt_editor.top_k.value(), False)
     return True

@@ -19,7 +19,8 @@ SCHEMA_VERSION = 1
 SUFFIX = ".lensbench"
 MAX_FILE_BYTES = 512 * 2**20
 MAX_MANIFEST_CHARS = 4 * 2**20
-ALLOWED_DTYPES = {np.dtype(t) for t in ("float32", "float16", "int64", "int32", "bool")}
+ALLOWED_DTYPES = {np.dtype(t) for t in ("float64", "float32", "float16", "int64", "int32",
+                                         "bool")}
 
 
 class SessionError(Exception):
@@ -87,8 +88,8 @@ def load_session(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        if not isinstance(entry, dict) or entry.get("dtype") not in ("F32", "F16", "I64", "I32",
-                                                                     "BOOL"):
+        if not isinstance(entry, dict) or entry.get("dtype") not in ("F64", "F32", "F16", "I64",
+                                                                     "I32", "BOOL"):
             raise SessionError(f"{path.name}: array {name!r} has an unsupported type.")
         shape = entry.get("shape")
         if not isinstance(shape, list) or len(shape) > 6 or any(

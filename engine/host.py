@@ -17,6 +17,7 @@ import torch
 from engine.capabilities import Capabilities, probe
 from engine.devices import DTYPES, memory_used, pick_device, supported_dtypes
 from engine.errors import LensbenchError, ModelLoadError
+from engine.fingerprint import weights_fingerprint
 from engine.jobs import Context, JobContext
 from engine.model_sources import ModelSpec, resolve_folder
 from engine.param_count import checkpoint_parameter_count, format_count
@@ -44,6 +45,7 @@ class ModelInfo:
     memory_bytes: int
     architecture: str
     caps: Capabilities = field(default_factory=Capabilities)
+    fingerprint: str = ""  # engine.fingerprint: which checkpoint (sessions keep it with results)
 
     @property
     def default_prepend_bos(self) -> bool:
@@ -167,6 +169,7 @@ def _load_host(spec: ModelSpec, ctx: JobContext | None) -> ModelHost:
         memory_bytes=memory_used(str(device)) or n_bytes,
         architecture=str(getattr(cfg, "architecture", "") or ""),
         caps=caps,
+        fingerprint=weights_fingerprint(folder),
     )
     ctx.progress(1.0, f"Loaded {info.name}")
     return ModelHost(model, spec, info)

@@ -137,6 +137,7 @@ class PatchingPanel(QWidget):
             list(self.senders), self.path_input.currentData()))
         self.senders: list[tuple[int, int]] = [(0, 0)]
         self.path = None
+        self.path_result = None  # the engine's path-patching result behind ``path``
         self.estimate = None
         self.exact = None
         self.progress = QProgressBar()
@@ -250,7 +251,7 @@ class PatchingPanel(QWidget):
 
     def clear_results(self, text: str = IDLE) -> None:
         """Forget every result (another model was loaded: they no longer apply)."""
-        self.result = self.exact = self.estimate = self.path = None
+        self.result = self.exact = self.estimate = self.path = self.path_result = None
         self._rows = []
         self.heatmap.clear()
         self.summary.setText(text)
@@ -338,6 +339,7 @@ class PatchingPanel(QWidget):
 
     def set_path_result(self, result) -> None:
         """Path patching: receivers [layer, head] (NaN before the sender) + direct to logits."""
+        self.path_result = result
         tokens = self.exact.clean_tokens if self.exact is not None else ()
         corr = self.exact.corrupted_tokens if self.exact is not None else ()
         self.path = SimpleNamespace(

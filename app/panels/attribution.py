@@ -86,6 +86,16 @@ class AttributionBinding(PanelBinding):
         self.controller.submit(self.channel + ".spelling", spelling_notes, request,
                                on_result=self.widget.set_space_notes)
 
+    def session_results(self) -> dict:
+        return {"attribution": self.widget.result}
+
+    def restore_results(self, results: dict) -> None:
+        from app.session_results import expect
+
+        result = expect(results, "attribution", "AttributionResult")
+        if result is not None:
+            self._show(result)
+
     def _show(self, result) -> None:
         self.widget.clear_message()
         self.widget.set_result(result)

@@ -27,13 +27,23 @@ class PanelBinding(QObject):
         # Whether the panel's dock is on screen (a tab behind another is not, though Qt keeps
         # it "visible"); the main window feeds this from QDockWidget.visibilityChanged.
         self.on_screen = window is None
+        # A session's prompt whose results this panel gets back from the file (app.session_results):
+        # its automatic rerun is skipped; any other prompt clears it.
+        self.restored_prompt: str | None = None
         self.widget: QWidget = self.create_widget()
-        controller.prompt_run.connect(self.on_prompt_run)
+        controller.prompt_run.connect(self._prompt_run)
         controller.model_loaded.connect(self.on_model_loaded)
         controller.model_failed.connect(self._model_failed)
 
     def create_widget(self) -> QWidget:
         raise NotImplementedError
+
+    def _prompt_run(self, prompt: str, truncate: bool) -> None:
+        if self.restored_prompt is not None:
+            if prompt == self.restored_prompt and not truncate:
+                return
+            self.restored_prompt = None
+        self.on_prompt_run(prompt, truncate)
 
     def on_prompt_run(self, prompt: str, truncate: bool) -> None:
         """The user ran a prompt; recompute if this panel is visible."""
@@ -72,3 +82,10 @@ class PanelBinding(QObject):
 
     def restore_session_state(self, state: dict) -> None:
         pass
+
+    def session_results(self) -> dict:
+        """The computed results on screen worth saving: name -> engine result (or None)."""
+        return {}
+
+    def restore_results(self, results: dict) -> None:
+        """Show results saved by ``session_results`` (checked to be of this model)."""

@@ -125,6 +125,19 @@ class InductionBinding(PanelBinding):
                                       on_result=self._show_ablation, on_error=self._on_error,
                                       on_cancel=self._cancelled)
 
+    def session_results(self) -> dict:
+        return {"scan": self.result, "ablation": self.ablation}
+
+    def restore_results(self, results: dict) -> None:
+        from app.session_results import expect
+
+        scan = expect(results, "scan", "InductionResult")
+        ablation = expect(results, "ablation", "AblationResult")
+        if scan is not None:
+            self._show(scan)
+            if ablation is not None:
+                self._show_ablation(ablation)
+
     def _show(self, result) -> None:
         self.result = result
         self.ablation = None

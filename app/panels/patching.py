@@ -174,6 +174,32 @@ class PatchingBinding(PanelBinding):
                                on_partial=self.widget.set_sweep_result, on_error=self._on_error,
                                on_cancel=self.widget.set_cancelled)
 
+    def session_results(self) -> dict:
+        w = self.widget
+        return {"exact": w.exact, "estimate": w.estimate, "path": w.path_result,
+                "plan": w.plan.result, "view": w.view_combo.currentData() if w.result else None}
+
+    def restore_results(self, results: dict) -> None:
+        from app.session_results import expect
+
+        w = self.widget
+        exact = expect(results, "exact", "SweepResult")
+        estimate = expect(results, "estimate", "SweepResult")
+        path = expect(results, "path", "PathPatchResult")
+        plan = expect(results, "plan", "PlanResult")
+        if exact is not None:
+            self._show(exact)
+        if estimate is not None:
+            w.set_estimate(estimate)
+        if path is not None:
+            w.set_path_result(path)
+        if plan is not None:
+            w.plan.set_result(plan)
+        view = results.get("view")
+        index = w.view_combo.findData(view) if isinstance(view, str) else -1
+        if index >= 0:
+            w.view_combo.setCurrentIndex(index)
+
     def _show(self, result) -> None:
         self.widget.set_sweep_result(result)
         self.widget.set_busy(False)

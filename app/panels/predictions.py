@@ -73,6 +73,17 @@ class PredictionsBinding(PanelBinding):
             panel.summary.setText(f"Could not write {out}: {getattr(exc, 'strerror', None) or exc}")
             return None
 
+    def session_results(self) -> dict:
+        result = self.controller.last_prompt_result
+        return {"prompt": result} if result is not None and self.widget._result is result else {}
+
+    def restore_results(self, results: dict) -> None:
+        from app.session_results import expect
+
+        result = expect(results, "prompt", "PromptResult")
+        if result is not None:
+            self._show(result)
+
     def on_prompt_run(self, prompt: str, truncate: bool) -> None:
         from engine.prompt import PromptRequest, run_prompt
 
