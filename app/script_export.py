@@ -98,33 +98,70 @@ def spec_of(window) -> ScriptSpec:
     return out
 
 
-def render(spec: ScriptSpec, when: _dt.datetime | None = None) -> str:
-    """The script's text."""
+# A panel's "Copy as code" holds its own analysis (and the predictions run it reads from).
+PANEL_SECTIONS = {"predictionsDock": {"predictions"},
+                  "attentionDock": {"predictions", "attention"},
+                  "attributionDock": {"predictions", "attribution"},
+                  "patchingDock": {"patching"}, "inductionDock": {"induction"}}
+ALL_SECTIONS = {"predictions", "attention", "attribution", "patching", "induction"}
+
+
+def render(spec: ScriptSpec, when: _dt.datetime | None = None,
+           sections: set[str] | None = None) -> str:
+    """The script's text: every analysis, or only ``sections``."""
     when = when or _dt.datetime.now()
+    want = ALL_SECTIONS if sections is None else sections
     parts = [_HEADER.format(label=_one_line(spec.model_label), when=f"{when:%Y-%m-%d %H:%M}"),
              _SETUP.format(model=repr(spec.model), device=_device(spec.device),
                            dtype=repr(spec.dtype), bos=repr(bool(spec.prepend_bos)))]
-    if spec.prompt.strip():
+    has_prompt = bool(spec.prompt.strip())
+    if has_prompt and want & {"predictions", "attention", "attribution"}:
         parts.append(_PREDICTIONS.format(prompt=repr(spec.prompt), top_k=int(spec.top_k)))
-        if spec.head is not None:
+        if spec.head is not None and "attention" in want:
             parts.append(_ATTENTION.format(layer=int(spec.head[0]), head=int(spec.head[1])))
-        if spec.attribution is not None:
+        if spec.attribution is not None and "attribution" in want:
             answer, cf, position = spec.attribution
             parts.append(_ATTRIBUTION.format(answer=repr(answer), cf=repr(cf),
                                              position=int(position)))
-    if spec.pairs and spec.sweep in TL_SWEEPS:
+    if spec.pairs and spec.sweep in TL_SWEEPS and "patching" in want:
         parts.append(_PATCHING.format(pairs=_pairs_literal(spec.pairs), metric=repr(spec.metric),
                                       direction=repr(spec.direction), sweep=repr(spec.sweep),
                                       function=TL_SWEEPS[spec.sweep]))
-    if spec.rep_tokens:
+    if spec.rep_tokens and "induction" in want:
         opts = spec.detector_options
         parts.append(_INDUCTION.format(
             rep=_tokens_literal(spec.rep_tokens),
             options=", ".join(f"{k}={opts[k]!r}" for k in ("exclude_bos", "exclude_current_token",
                                                            "error_measure") if k in opts)))
-        if spec.prompt_scores and spec.prompt.strip():
+        if spec.prompt_scores and has_prompt:
+            if "predictions" not in want:
+                parts.append(f"\nPROMPT = {spec.prompt!r}")
             parts.append(_INDUCTION_PROMPT)
     return "\n".join(parts)
+
+
+def snippet(window, object_name: str) -> str | None:
+    """One panel's analysis as a script, or None when the panel has none to show yet."""
+    sections = PANEL_SECTIONS.get(object_name)
+    if sections is None or window.controller.model_info is None:
+        return None
+    text = render(spec_of(window), sections=sections)
+    body = text.split("model.eval()\n", 1)[-1]
+    return text if body.strip() else None
+
+
+def copy_as_code(window, object_name: str) -> bool:
+    """Put one panel's snippet on the clipboard; say so (or why not) in the status bar."""
+    from PySide6.QtWidgets import QApplication
+
+    text = snippet(window, object_name)
+    if text is None:
+        window.statusBar().showMessage("Nothing to copy yet: load a model and compute this "
+                                       "panel's analysis first.", 6000)
+        return False
+    QApplication.clipboard().setText(text)
+    window.statusBar().showMessage("Copied this analysis as a TransformerLens script.", 6000)
+    return True
 
 
 def _tokens_literal(rows: list[list[int]]) -> str:

@@ -31,12 +31,37 @@ class PanelBinding(QObject):
         # its automatic rerun is skipped; any other prompt clears it.
         self.restored_prompt: str | None = None
         self.widget: QWidget = self.create_widget()
+        # Right-click anywhere the panel's own controls leave the menu to it: Copy as code.
+        self.widget.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.widget.customContextMenuRequested.connect(self._context_menu)
         controller.prompt_run.connect(self._prompt_run)
         controller.model_loaded.connect(self.on_model_loaded)
         controller.model_failed.connect(self._model_failed)
 
     def create_widget(self) -> QWidget:
         raise NotImplementedError
+
+    def _context_menu(self, pos) -> None:
+        from app.script_export import PANEL_SECTIONS
+
+        if self.window is None or self.object_name not in PANEL_SECTIONS:
+            return
+        from PySide6.QtWidgets import QMenu
+
+        menu = QMenu(self.widget)
+        self.copy_code_action(menu)
+        menu.exec(self.widget.mapToGlobal(pos))
+
+    def copy_code_action(self, menu):
+        """Add "Copy as code" (this panel's analysis as a TransformerLens script) to ``menu``."""
+        from app.script_export import copy_as_code
+
+        action = menu.addAction("Copy as code")
+        action.setObjectName("copyAsCode")
+        action.setToolTip("Copy this panel's analysis as a self-contained TransformerLens 4 "
+                          "script that prints the same numbers")
+        action.triggered.connect(lambda: copy_as_code(self.window, self.object_name))
+        return action
 
     def _prompt_run(self, prompt: str, truncate: bool) -> None:
         if self.restored_prompt is not None:

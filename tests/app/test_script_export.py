@@ -118,3 +118,31 @@ def test_hostile_text_stays_a_literal(tmp_path):
     names = {n.value.func.id if isinstance(n.value.func, ast.Name) else n.value.func.attr
              for n in calls}
     assert names <= {"report", "set_grad_enabled", "enable_compatibility_mode", "eval"}, names
+
+
+def test_copy_as_code_gives_one_panels_analysis(qtbot, window, tmp_path):
+    from PySide6.QtWidgets import QApplication, QMenu
+
+    patching = patching_binding(window)
+    window.docks["patchingDock"].raise_()
+    wait_idle(qtbot, window)
+    menu = QMenu()
+    action = patching.copy_code_action(menu)
+    patching.widget.sweep_combo.setCurrentIndex(patching.widget.sweep_combo.findData("mlp_out"))
+    action.trigger()  # the configured analysis, before it ran
+    assert "get_act_patch_mlp_out(" in QApplication.clipboard().text()
+    run_panel_sweep(qtbot, window, patching.widget, "resid_pre")
+    action.trigger()
+    text = QApplication.clipboard().text()
+    assert "get_act_patch_resid_pre" in text and "logit_lens" not in text
+    (tmp_path / "snippet.py").write_text(text)
+    got = run_script(tmp_path / "snippet.py")
+    assert set(got) == {"patching.resid_pre"}
+    np.testing.assert_allclose(got["patching.resid_pre"], patching.widget.result.values,
+                               atol=1e-4)
+    # The attention panel's snippet: its head's pattern and the run it reads, nothing else.
+    run_prompt_and_wait(qtbot, window, PROMPT)
+    attention = next(b for b in window.bindings if b.object_name == "attentionDock")
+    attention.copy_code_action(menu).trigger()
+    text = QApplication.clipboard().text()
+    assert 'cache["pattern"' in text and "patching" not in text and "head_detector" not in text
