@@ -54,6 +54,7 @@ class ScriptSpec:
     metric: str = "logit_diff_norm"
     direction: str = "denoise"
     sweep: str | None = None
+    plan: list[tuple[str, int, int, list[int], str]] = field(default_factory=list)
     # The induction scan as it ran: its repeated sequences (token ids) and detect_head options.
     rep_tokens: list[list[int]] | None = None
     detector_options: dict = field(default_factory=dict)
@@ -87,6 +88,11 @@ def spec_of(window) -> ScriptSpec:
         out.pairs = [tuple(p) for p in w.pairs()]
         out.metric, out.direction = w.metric_name(), w.direction()
         out.sweep = w.sweep_kind() if w.sweep_kind() in TL_SWEEPS else None
+        items = list(getattr(w.plan, "items", []) or [])
+        if items and all(i.get("component") in PLAN_HOOKS for i in items):
+            out.plan = [(str(i["component"]), int(i.get("layer", 0)), int(i.get("index", -1)),
+                         [int(p) for p in i.get("positions", [])], str(i.get("mode", "denoise")))
+                        for i in items]
     induction = panels.get("inductionDock")
     r = getattr(induction, "result", None)
     if r is not None:
@@ -97,6 +103,9 @@ def spec_of(window) -> ScriptSpec:
         out.prompt_scores = bool(r.prompt_scores)
     return out
 
+
+PLAN_HOOKS = ("embed", "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "q",
+              "k", "v", "pattern", "neuron")  # plan items the script can patch (not SAE features)
 
 # A panel's "Copy as code" holds its own analysis (and the predictions run it reads from).
 PANEL_SECTIONS = {"predictionsDock": {"predictions"},
@@ -123,10 +132,13 @@ def render(spec: ScriptSpec, when: _dt.datetime | None = None,
             answer, cf, position = spec.attribution
             parts.append(_ATTRIBUTION.format(answer=repr(answer), cf=repr(cf),
                                              position=int(position)))
-    if spec.pairs and spec.sweep in TL_SWEEPS and "patching" in want:
-        parts.append(_PATCHING.format(pairs=_pairs_literal(spec.pairs), metric=repr(spec.metric),
-                                      direction=repr(spec.direction), sweep=repr(spec.sweep),
-                                      function=TL_SWEEPS[spec.sweep]))
+    if spec.pairs and (spec.sweep in TL_SWEEPS or spec.plan) and "patching" in want:
+        parts.append(_PAIRS.format(pairs=_pairs_literal(spec.pairs), metric=repr(spec.metric)))
+        if spec.sweep in TL_SWEEPS:
+            parts.append(_SWEEP.format(direction=repr(spec.direction), sweep=repr(spec.sweep),
+                                       function=TL_SWEEPS[spec.sweep]))
+        if spec.plan:
+            parts.append(_PLAN.format(plan=_plan_literal(spec.plan)))
     if spec.rep_tokens and "induction" in want:
         opts = spec.detector_options
         parts.append(_INDUCTION.format(
@@ -162,6 +174,12 @@ def copy_as_code(window, object_name: str) -> bool:
     QApplication.clipboard().setText(text)
     window.statusBar().showMessage("Copied this analysis as a TransformerLens script.", 6000)
     return True
+
+
+def _plan_literal(plan) -> str:
+    rows = "".join(f"    ({c!r}, {int(la)}, {int(ix)}, {[int(p) for p in ps]!r}, {m!r}),\n"
+                   for c, la, ix, ps, m in plan)
+    return "[\n" + rows + "]"
 
 
 def _tokens_literal(rows: list[list[int]]) -> str:
@@ -265,12 +283,12 @@ per_head = heads.attribution.reshape(heads.attribution.shape[0], -1)[:, 0]
 report("attribution.heads", per_head[:n_layers * n_heads].reshape(n_layers, n_heads))
 '''
 
-_PATCHING = '''
-# -- Activation patching: the sweep, with Lensbench's metric --------------------------------------
+_PAIRS = '''
+# -- Activation patching: the pairs and Lensbench's metric ----------------------------------------
 from transformer_lens import patching
 
 PAIRS = {pairs}  # (clean, corrupted, answer, counterfactual)
-METRIC, DIRECTION, SWEEP = {metric}, {direction}, {sweep}
+METRIC = {metric}
 clean = torch.cat([model.to_tokens(p[0], prepend_bos=PREPEND_BOS) for p in PAIRS])
 corrupted = torch.cat([model.to_tokens(p[1], prepend_bos=PREPEND_BOS) for p in PAIRS])
 answers = torch.tensor([single_token(p[2]) for p in PAIRS], device=clean.device)
@@ -302,12 +320,64 @@ def metric(logits):
     if METRIC == "logit_diff_norm":  # 0 = the corrupted run, 1 = the clean run
         return (value - CORRUPTED) / (CLEAN - CORRUPTED)
     return value
+'''
 
-
+_SWEEP = '''
+DIRECTION, SWEEP = {direction}, {sweep}
 base, source = ((corrupted, clean_cache) if DIRECTION == "denoise"
                 else (clean, corrupted_cache))
 report(f"patching.{{SWEEP}}", patching.{function}(model, base, source, metric))
 '''
+
+_PLAN = '''
+# -- The patch plan: every item together, then each alone (forward hooks) -------------------------
+PLAN = {plan}  # (component, layer, head or neuron, positions ([] = all), mode)
+HOOKS = {{"embed": ("hook_embed", ("pos", "d")),
+         "resid_pre": ("blocks.{{}}.hook_resid_pre", ("pos", "d")),
+         "resid_mid": ("blocks.{{}}.hook_resid_mid", ("pos", "d")),
+         "resid_post": ("blocks.{{}}.hook_resid_post", ("pos", "d")),
+         "attn_out": ("blocks.{{}}.hook_attn_out", ("pos", "d")),
+         "mlp_out": ("blocks.{{}}.hook_mlp_out", ("pos", "d")),
+         "z": ("blocks.{{}}.attn.hook_z", ("pos", "head", "d")),
+         "q": ("blocks.{{}}.attn.hook_q", ("pos", "head", "d")),
+         "k": ("blocks.{{}}.attn.hook_k", ("pos", "head", "d")),
+         "v": ("blocks.{{}}.attn.hook_v", ("pos", "head", "d")),
+         "pattern": ("blocks.{{}}.attn.hook_pattern", ("head", "pos", "k")),
+         "neuron": ("blocks.{{}}.mlp.hook_post", ("pos", "neuron"))}}
+modes = {{item[4] for item in PLAN}}
+# denoise patches into the corrupted run; noise, and plans that only ablate, into the clean run
+plan_base, plan_base_cache, plan_source_cache = (
+    (corrupted, corrupted_cache, clean_cache) if "denoise" in modes
+    else (clean, clean_cache, corrupted_cache))
+clean_side = clean_cache
+
+
+def plan_hook(component, layer, index, positions, mode):
+    template, layout = HOOKS[component]
+    name = template.format(layer)
+    where = tuple(positions if dim == "pos" and positions else
+                  index if dim in ("head", "neuron") else slice(None) for dim in layout)
+    if mode in ("denoise", "noise"):
+        values = plan_source_cache[name]
+    elif mode == "zero":
+        values = torch.zeros_like(plan_base_cache[name][:1])
+    elif mode == "mean":  # over every clean and corrupted prompt, and every position but a pattern's
+        both = torch.cat([plan_base_cache[name], plan_source_cache[name]])
+        values = both.mean(dim=[0] if component == "pattern" else [0, 1], keepdim=True)
+    else:  # resample: each pair's activation from another pair's clean run
+        values = torch.roll(clean_side[name], 1, dims=0)
+
+    def hook(act, hook):
+        act[(slice(None), *where)] = values.expand_as(act)[(slice(None), *where)].to(act.dtype)
+        return act
+    return name, hook
+
+
+values = [metric(model.run_with_hooks(plan_base, fwd_hooks=[plan_hook(*i) for i in PLAN]))]
+values += [metric(model.run_with_hooks(plan_base, fwd_hooks=[plan_hook(*i)])) for i in PLAN]
+report("patching.plan", torch.stack(values))
+'''
+
 
 _INDUCTION = '''
 # -- Induction scan: head_detector's scores on the scan's repeated random tokens ------------------

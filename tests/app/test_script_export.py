@@ -52,6 +52,19 @@ def test_exported_script_prints_the_panels_numbers(qtbot, window, tmp_path, monk
     window.docks["patchingDock"].raise_()
     wait_idle(qtbot, window)
     run_panel_sweep(qtbot, window, patching, "head_out")
+    plan = patching.plan
+    n = len(patching.result.clean_tokens)
+    plan.add_items([{"component": "z", "layer": 1, "index": 2, "positions": []},
+                    {"component": "attn_out", "layer": 0, "index": -1, "positions": [3, 5]},
+                    {"component": "neuron", "layer": 1, "index": 7, "positions": []},
+                    {"component": "pattern", "layer": 1, "index": 0, "positions": [n - 1]}])
+    plan.set_mode(1, "mean")
+    plan.set_mode(2, "zero")
+    plan.set_mode(3, "mean")
+    with qtbot.waitSignal(window.controller.job_done, timeout=60_000,
+                          check_params_cb=lambda ch: ch == "patching.plan"):
+        qtbot.mouseClick(plan.run_button, Qt.MouseButton.LeftButton)
+    assert plan.result is not None and len(plan.result.values) == 5
     target = tmp_path / "analysis.py"
     monkeypatch.setattr(QFileDialog, "getSaveFileName",
                         staticmethod(lambda *a, **k: (str(target), "")))
@@ -90,6 +103,8 @@ def test_exported_script_prints_the_panels_numbers(qtbot, window, tmp_path, monk
 
     sweep = patching.result
     np.testing.assert_allclose(got["patching.head_out"], sweep.values, atol=1e-4)
+    np.testing.assert_allclose(got["patching.plan"], plan.result.values, atol=1e-4)
+    assert np.ptp(plan.result.values) > 1e-3
     assert np.ptp(sweep.values) > 1e-3
 
 
@@ -99,7 +114,7 @@ def test_hostile_text_stays_a_literal(tmp_path):
     evil = '"""\nimport os; os.system("touch PWNED")  # \'\'\' \\x00 \\N{ \\x \u2028\\'
     spec = ScriptSpec(model=evil, model_label=evil, prompt=evil, head=(0, 0),
                       attribution=(evil, evil, -1), pairs=[(evil, evil, evil, evil)],
-                      sweep="head_out")
+                      sweep="head_out", plan=[(evil, 0, 0, [1], evil)])
     text = render(spec)
     tree = ast.parse(text)
     assigned = {}
@@ -111,6 +126,7 @@ def test_hostile_text_stays_a_literal(tmp_path):
                 pass
     assert assigned["MODEL"] == evil and assigned["PROMPT"] == evil
     assert assigned["PAIRS"] == [(evil, evil, evil, evil)]
+    assert assigned["PLAN"] == [(evil, 0, 0, [1], evil)]
     # Nothing but the expected top-level statements: imports, literals, defs, model calls.
     assert isinstance(tree.body[0].value, ast.Constant)  # the docstring
     calls = [n for n in tree.body[1:] if isinstance(n, ast.Expr)]
