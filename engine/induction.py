@@ -39,7 +39,7 @@ from engine.head_scores import (
     pattern_rows,
     stripe_scores,
 )
-from engine.jobs import JobContext
+from engine.jobs import Cancelled, JobContext, cancel_points
 from engine.tokens import bos_policy, str_tokens, tokenize
 
 MAX_BATCH = 4096
@@ -355,8 +355,12 @@ def run_induction_scan(host, request: InductionRequest, ctx: JobContext) -> Indu
         ctx.check_cancelled()
         lo, hi = i * per_pass, min(rows, (i + 1) * per_pass)
         try:
-            logits, cache = host.model.run_with_cache(
-                all_rows[lo:hi], names_filter=lambda name: name.endswith(PATTERN_FILTER_SUFFIX))
+            with cancel_points(host.model, ctx):  # a pass can take seconds: check every layer
+                logits, cache = host.model.run_with_cache(
+                    all_rows[lo:hi],
+                    names_filter=lambda name: name.endswith(PATTERN_FILTER_SUFFIX))
+        except Cancelled:
+            raise
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise InputError(
@@ -514,7 +518,8 @@ def run_induction_ablation(host, request: AblationRequest, ctx: JobContext) -> A
         batch = rep[lo: lo + per_pass]
         hooks = [(f"blocks.{la}.attn.hook_z", collect) for la in layers_needed] \
             if request.mode == "mean" else []
-        logits = host.model.run_with_hooks(batch, fwd_hooks=hooks)
+        with cancel_points(host.model, ctx):
+            logits = host.model.run_with_hooks(batch, fwd_hooks=hooks)
         clean.append(_losses(logits, batch).cpu())
     means = {la: (v / (B * L_rep)) for la, v in z_sum.items() if v is not None}
 
@@ -546,7 +551,8 @@ def run_induction_ablation(host, request: AblationRequest, ctx: JobContext) -> A
         tokens = batch.repeat(n_groups, 1)
         group_of_row = torch.arange(n_groups, device=device).repeat_interleave(b)
         hooks = [(f"blocks.{la}.attn.hook_z", make_hook(la, group_of_row)) for la in layers_needed]
-        logits = host.model.run_with_hooks(tokens, fwd_hooks=hooks)
+        with cancel_points(host.model, ctx):
+            logits = host.model.run_with_hooks(tokens, fwd_hooks=hooks)
         loss = _losses(logits, tokens).cpu()
         for g in range(n_groups):
             results[g].append(loss[g * b:(g + 1) * b])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 
@@ -62,3 +63,18 @@ class Context:
     def check_cancelled(self) -> None:
         if self._cancel.is_set():
             raise Cancelled()
+
+
+@contextmanager
+def cancel_points(model, ctx: JobContext):
+    """Check ``ctx`` for cancel as each block of ``model`` starts, while the block is open: one
+    long forward pass (a big batch, a long prompt) then stops within one layer of a Cancel
+    instead of at its end. The hooks are removed however the block ends."""
+    blocks = list(getattr(model, "blocks", []) or [])
+    handles = [block.register_forward_pre_hook(lambda _module, _args: ctx.check_cancelled())
+               for block in blocks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

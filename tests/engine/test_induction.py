@@ -415,3 +415,29 @@ def test_best_possible_score_bounds_every_head(seed=0):
                         pattern, detection.clone(), **opts))
                 assert best_seen <= ceiling + 1e-6, (opts, best_seen, ceiling)
                 assert ceiling <= 1.0
+
+
+def test_cancel_lands_inside_a_forward_pass_and_leaves_no_hooks(tiny_host):
+    """A Cancel is checked as each block starts (one pass can take seconds): the scan stops in
+    the middle of its only forward pass, and the model runs as before afterwards."""
+    from engine.jobs import Cancelled
+
+    before = scan(tiny_host, seq_len=8, batch=3, prompt=PROMPT)
+    hooks_before = [len(b._forward_pre_hooks) for b in tiny_host.model.blocks]
+
+    class CancelInLayer1(Context):
+        calls = 0
+
+        def check_cancelled(self):
+            self.calls += 1
+            if self.calls == 3:  # before the pass, block 0, block 1: mid-forward
+                raise Cancelled()
+
+    ctx = CancelInLayer1()
+    with pytest.raises(Cancelled):
+        run_induction_scan(tiny_host, InductionRequest(seq_len=8, batch=3, prompt=PROMPT), ctx)
+    assert ctx.calls == 3
+    assert [len(b._forward_pre_hooks) for b in tiny_host.model.blocks] == hooks_before
+    after = scan(tiny_host, seq_len=8, batch=3, prompt=PROMPT)
+    for key in before.repeated:
+        np.testing.assert_array_equal(after.repeated[key], before.repeated[key])
