@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog
 
@@ -66,6 +67,11 @@ def open_path(window, path: str) -> bool:
     """Load a session; a bad file leaves the current session untouched and says why."""
     try:
         manifest, _arrays = load_session(path)
+        from app.session_results import problem
+
+        bad_results = problem(manifest.get("results"), _arrays)
+        if bad_results:
+            raise SessionError(f"{Path(path).name} cannot be opened: {bad_results}")
         model = manifest.get("model") or {}
         spec = ModelSpec(**{k: v for k, v in model.items() if k in ModelSpec.__dataclass_fields__
                             and isinstance(v, (str, int))})

@@ -150,6 +150,40 @@ def expect(results: dict, key: str, class_name: str):
     return value
 
 
+def problem(saved: object, arrays: dict[str, np.ndarray]) -> str | None:
+    """Why a file's "results" entry cannot be used, or None: checked before the file changes
+    anything (the panels' own checks come when they are shown). Imports nothing."""
+    if saved is None:
+        return None
+    if not isinstance(saved, dict) or not isinstance(saved.get("panels"), dict):
+        return "Its saved results are malformed."
+    if saved.get("format") != FORMAT:
+        return "Its saved results are in a format this version does not read."
+    for key in ("model", "fingerprint"):
+        if not isinstance(saved.get(key, ""), str) or len(saved.get(key, "")) > 4096:
+            return "Its saved results are malformed."
+    stack = [(saved["panels"], 0)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_DEPTH or nodes > MAX_NODES:
+            return "Its saved results are nested too deeply or are too large."
+        if isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+        elif isinstance(node, dict):
+            if "$a" in node and (not isinstance(node["$a"], str) or node["$a"] not in arrays):
+                return "Its saved results refer to an array the file does not hold."
+            if "$c" in node and node["$c"] not in CLASSES:
+                return "Its saved results name a kind of result this version does not know."
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, float) and not math.isfinite(node):
+            return "Its saved results hold a malformed number."
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) >= 2**63:
+            return "Its saved results hold an integer out of range."
+    return None
+
+
 # -- saving ---------------------------------------------------------------------------------------
 def collect(window) -> tuple[dict | None, dict[str, np.ndarray]]:
     """(the manifest's "results" entry, its arrays) for the window's panels, or (None, {})."""

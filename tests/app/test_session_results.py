@@ -170,24 +170,63 @@ def _deep(n: int):
     return value
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda r: r["panels"]["predictionsDock"].update(prompt={"$c": "os.system", "f": {}}),
-    lambda r: r["panels"]["predictionsDock"].update(prompt={"$a": "missing"}),
-    lambda r: r["panels"]["predictionsDock"]["prompt"]["f"].update(evil=1),
-    lambda r: r["panels"]["predictionsDock"]["prompt"]["f"].pop("top_ids"),
-    lambda r: r["panels"]["predictionsDock"]["prompt"]["f"].update(top_ids={"$t": [1, 2]}),
-    lambda r: r["panels"]["predictionsDock"].update(prompt=_deep(40)),
-    lambda r: r["panels"].update(predictionsDock=42),
-    lambda r: r["panels"]["predictionsDock"].update(prompt={"$f": "1e999"}),
-], ids=["unknown-class", "missing-array", "unknown-field", "missing-field", "wrong-type",
-        "deep", "not-a-dict", "bad-float"])
-def test_hostile_results_recompute_instead(qtbot, window, tmp_path, mutate):
+PANEL = "predictionsDock"
+
+
+def _set(key, value):
+    return lambda r: r["panels"][PANEL].update({key: value})
+
+
+def _field(update=None, pop=None):
+    def mutate(r):
+        fields = r["panels"][PANEL]["prompt"]["f"]
+        if pop:
+            fields.pop(pop)
+        fields.update(update or {})
+    return mutate
+
+
+REFUSED = [  # caught before the file changes anything: a message, the session untouched
+    ("unknown-class", _set("prompt", {"$c": "os.system", "f": {}})),
+    ("missing-array", _set("prompt", {"$a": "missing"})),
+    ("deep", _set("prompt", _deep(40))),
+    ("huge-int", _set("prompt", 2**70)),
+    ("not-results", lambda r: r.update(panels=[1, 2])),
+    ("newer-format", lambda r: r.update(format=99)),
+]
+RECOMPUTED = [  # well-formed, but not a result the panel can show: it computes instead
+    ("unknown-field", _field(update={"evil": 1})),
+    ("missing-field", _field(pop="top_ids")),
+    ("wrong-type", _field(update={"top_ids": {"$t": [1, 2]}})),
+    ("not-a-dict", lambda r: r["panels"].update({PANEL: 42})),
+    ("bad-float", _set("prompt", {"$f": "1e999"})),
+]
+
+
+def _hostile_file(qtbot, window, tmp_path, mutate) -> str:
     run_prompt_and_wait(qtbot, window, PROMPT)
     path = str(tmp_path / "h.lensbench")
     assert session_actions.save_to(window, path)
     manifest, arrays = load_session(path)
     mutate(manifest["results"])
     save_session(path, json.loads(json.dumps(manifest)), arrays)
+    return path
+
+
+@pytest.mark.parametrize("mutate", [m for _n, m in REFUSED], ids=[n for n, _m in REFUSED])
+def test_malformed_results_refuse_the_file(qtbot, window, tmp_path, mutate):
+    path = _hostile_file(qtbot, window, tmp_path, mutate)
+    window.prompt_editor.set_prompt("something else")
+    before = session_actions.manifest_of(window)
+    assert not session_actions.open_path(window, path)
+    assert session_actions.manifest_of(window) == before
+    assert window.errors.box is not None and "cannot be opened" in window.errors.box.text()
+    assert "Traceback" not in window.errors.box.text()
+
+
+@pytest.mark.parametrize("mutate", [m for _n, m in RECOMPUTED], ids=[n for n, _m in RECOMPUTED])
+def test_results_a_panel_cannot_show_are_recomputed(qtbot, window, tmp_path, mutate):
+    path = _hostile_file(qtbot, window, tmp_path, mutate)
     started = jobs_started(window)
     assert session_actions.open_path(window, path)
     wait_idle(qtbot, window)
