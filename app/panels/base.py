@@ -31,9 +31,13 @@ class PanelBinding(QObject):
         # its automatic rerun is skipped; any other prompt clears it.
         self.restored_prompt: str | None = None
         self.widget: QWidget = self.create_widget()
-        # Right-click anywhere the panel's own controls leave the menu to it: Copy as code.
-        self.widget.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.widget.customContextMenuRequested.connect(self._context_menu)
+        # Right-click anywhere the panel's own controls leave the menu to it: Copy as code
+        # (analysis panels only: a text panel keeps its own menu).
+        from app.script_export import PANEL_SECTIONS
+
+        if self.object_name in PANEL_SECTIONS:
+            self.widget.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+            self.widget.customContextMenuRequested.connect(self._context_menu)
         controller.prompt_run.connect(self._prompt_run)
         controller.model_loaded.connect(self.on_model_loaded)
         controller.model_failed.connect(self._model_failed)
@@ -42,9 +46,7 @@ class PanelBinding(QObject):
         raise NotImplementedError
 
     def _context_menu(self, pos) -> None:
-        from app.script_export import PANEL_SECTIONS
-
-        if self.window is None or self.object_name not in PANEL_SECTIONS:
+        if self.window is None:
             return
         from PySide6.QtWidgets import QMenu
 
