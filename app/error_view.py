@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
+from engine.safe_files import clip
+
 MAX_ALSO = 4
+# Last line of defence for text from files (a 100k-character model name made an 800x14098 px
+# box; 512k characters crashed Qt's layout): every shown string is clipped.
+MAX_MESSAGE = 1000
+MAX_DETAILS = 20_000
 
 
 class ErrorView:
@@ -23,6 +31,10 @@ class ErrorView:
         self._shown: list = []  # (channel, info) in the open box, first = main text
 
     def show(self, channel: str, info) -> None:
+        if dataclasses.is_dataclass(info):
+            info = dataclasses.replace(info, message=clip(info.message, MAX_MESSAGE),
+                                       hint=clip(info.hint, MAX_MESSAGE),
+                                       traceback=clip(info.traceback, MAX_DETAILS))
         self.history.append((channel, info))
         if self.box is None:
             self.box = QMessageBox(self.parent)

@@ -112,7 +112,7 @@ def weight_files(folder: Path) -> list[Path]:
     others = [p.name for p in folder.glob("*.safetensors")]
     if pickles:
         raise ModelLoadError(
-            f"{clip(folder.name, 80)} has only pickled model weights ({clip(pickles[0], 80)})"
+            f"{clip(folder.name, 80)} has only pickled weights ({clip(pickles[0], 80)})"
             + (f"; {clip(others[0], 80)} is not the model's weights file." if others else "."),
             "Pickle files can run code, so Lensbench loads safetensors only: model.safetensors "
             "or the shards of model.safetensors.index.json. Convert them with transformers "

@@ -52,7 +52,7 @@ def test_decoy_safetensors_beside_pickle_is_refused(tmp_path, tiny_gpt2_dir):
     folder = _copy(tiny_gpt2_dir, tmp_path / "m")
     (folder / "model.safetensors").rename(folder / "decoy.safetensors")
     (folder / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
-    with pytest.raises(ModelLoadError, match="only pickled model weights.*decoy.safetensors"):
+    with pytest.raises(ModelLoadError, match="only pickled weights.*decoy.safetensors"):
         validate_folder(folder)
 
 
