@@ -88,9 +88,10 @@ def open_path(window, path: str) -> bool:
     except Exception as exc:  # last defence: put the previous session back
         from engine.errors import ErrorInfo
 
+        states = {b: before["panels"][b.object_name] for b in window.bindings}
         try:
-            _apply(window, _Opened(before_path, _spec_of(before), before, {}), load=False)
-        except Exception:
+            _apply(window, _Opened(before_path, _spec_of(before), before, states), load=False)
+        except Exception:  # noqa: S110 (the first failure is the one to report)
             pass
         window.errors.show("session", ErrorInfo(
             "SessionError", f"{clip(Path(path).name, 80)} could not be applied.",

@@ -223,6 +223,23 @@ def test_valid_session_applies_fully(qtbot, window, tmp_path):
     assert window.session_path == str(path)
 
 
+def test_a_restore_that_fails_puts_the_previous_session_back(window, tmp_path, monkeypatch):
+    """Last defence: should a restore still fail after every check, what was applied is undone
+    and the user gets a message (no half-applied session)."""
+    before = _baseline(window, tmp_path)
+    last = window.bindings[-1]
+
+    def broken(state):
+        raise RuntimeError("a bug in a panel's restore")
+
+    monkeypatch.setattr(last, "restore_session_state", broken)
+    path = tmp_path / "good.lensbench"
+    path.write_bytes(_raw(json.dumps(_valid(window))))
+    assert open_path(window, str(path)) is False
+    assert "could not be applied" in window.errors.visible_text
+    assert _snapshot(window) == before
+
+
 def test_shipped_sessions_pass_the_schema(window):
     """Every .lensbench file in the repository (lessons, examples) is valid."""
     from app.session_schema import validate_manifest
