@@ -146,10 +146,12 @@ def _apply(window, opened: _Opened, load: bool = True) -> None:
     manifest = opened.manifest
     prompt = manifest.get("prompt", "")
     window.session_path = opened.path
+    if isinstance(manifest.get("selection"), dict):
+        # First: the selection's prompt is shown in the editor, and the editor's own prompt
+        # (what the user typed last) wins where the two differ.
+        window.controller.selection.load_dict(manifest["selection"])
     window.prompt_editor.set_prompt(prompt)
     window.prompt_editor.top_k.setValue(manifest.get("top_k", 10))
-    if isinstance(manifest.get("selection"), dict):
-        window.controller.selection.load_dict(manifest["selection"])
     for binding, state in opened.states.items():
         binding.restore_session_state(state)
     if not load:
