@@ -290,7 +290,7 @@ def _check_all_or_nothing(win, path: Path, before: tuple, wanted: dict | None) -
     assert win.session_path == str(path)
 
 
-@settings(max_examples=100, deadline=None,
+@settings(max_examples=100, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_bytes_never_raise(window, tmp_path, data):
@@ -319,7 +319,7 @@ def test_mutated_bytes_never_raise(window, tmp_path, data):
         assert open_path(win, str(good))
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=150, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_type_swapped_manifests_never_raise(window, tmp_path, data):
