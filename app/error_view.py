@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
@@ -54,9 +55,9 @@ class ErrorView:
         self.box.setIcon(icon)
         self.box.setWindowTitle("Lensbench: " + ("could not load the model" if first.kind == "model"
                                                  else "something went wrong"))
-        self.box.setText(first.message)
+        self.box.setText(_breakable(first.message))
         also = [f"Then: {i.message}" for _c, i in self._shown[1:1 + MAX_ALSO]]
-        self.box.setInformativeText("\n\n".join([first.hint, *also]).strip())
+        self.box.setInformativeText(_breakable("\n\n".join([first.hint, *also]).strip()))
         self.box.setDetailedText("\n\n".join(f"[{c}] {i.type}: {i.message}\n\n{i.traceback}"
                                               for c, i in self._shown))
         self.box.show()
@@ -64,4 +65,11 @@ class ErrorView:
 
     @property
     def visible_text(self) -> str:
-        return self.box.text() if self.box is not None and self.box.isVisible() else ""
+        text = self.box.text() if self.box is not None and self.box.isVisible() else ""
+        return text.replace("\u200b", "")  # the text as written, without the break points
+
+
+def _breakable(text: str) -> str:
+    """Long unbroken runs (a path, a name from a file) get zero-width break points: Qt wraps
+    only at spaces, and a 1000-character word is cut off at the box's edge."""
+    return re.sub(r"\S{60}", lambda m: m.group(0) + "\u200b", text)

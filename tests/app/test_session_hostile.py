@@ -408,3 +408,20 @@ def test_command_line_hostile_session_exits_cleanly(tmp_path, tiny_gpt2_dir):
         in proc.stderr
     assert "Traceback" not in proc.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_error_box_clips_any_long_text(window):
+    """Last defence: a 512k-character message (it crashed Qt's layout) is clipped."""
+    from PySide6.QtWidgets import QLabel
+
+    from engine.errors import ErrorInfo
+
+    window.errors.show("session", ErrorInfo("X", "m" * 512_000, "t" * 10**6, "h" * 100_000))
+    box = window.errors.box
+    assert len(window.errors.visible_text) <= 1000 and window.errors.visible_text.endswith("…")
+    assert len(box.informativeText().replace("\u200b", "")) <= 1000
+    assert len(box.detailedText()) < 25_000
+    box.adjustSize()
+    # wrapped inside the box (Qt caps its width), not cut off at its edge (was 800x14098 px)
+    assert box.width() <= 1000 and box.height() < 1500
+    assert box.findChild(QLabel, "qt_msgbox_label").height() > 100
