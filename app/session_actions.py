@@ -128,7 +128,8 @@ def read_checked(window, path: str) -> _Opened:
                 raise SessionError(f"{name} cannot be opened: {problem}.")
             states[binding] = panels[binding.object_name]
     spec = _spec_of(manifest)
-    if spec != window.controller.session_spec(window.model_spec):
+    controller = window.controller
+    if spec not in (controller.loaded_spec, controller.loading_spec):  # else it loads already
         try:
             check_spec(spec)
         except ModelLoadError as exc:

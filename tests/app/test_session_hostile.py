@@ -161,6 +161,27 @@ def test_pickle_only_model_folder_is_refused(window, tmp_path, tiny_gpt2_dir):
     _assert_refused(window, path, before, "only pickled weights")
 
 
+def test_model_whose_load_failed_is_checked_again(qtbot, tmp_path, tiny_gpt2_dir):
+    """The window asked for a folder whose load failed: a session naming that folder is still
+    checked (and refused), and saving never writes the failed spec as the session's model."""
+    from app.main_window import MainWindow
+    from engine.model_sources import ModelSpec
+
+    win = MainWindow(restore_layout=False, persist=False)
+    qtbot.addWidget(win)
+    bad = ModelSpec("folder", _pickle_folder(tmp_path, tiny_gpt2_dir), "cpu")
+    with qtbot.waitSignal(win.controller.model_failed, timeout=60_000):
+        win.load_model(bad)
+    assert win.controller.loaded_spec is None
+    before = _baseline(win, tmp_path)
+    manifest = {"schema_version": 1, "model": dict(bad.__dict__), "prompt": "new"}
+    path = tmp_path / "s.lensbench"
+    path.write_bytes(_raw(json.dumps(manifest)))
+    _assert_refused(win, path, before, "only pickled weights")
+    win.close()
+    assert win.controller.thread.isFinished()
+
+
 # Manifests that are not what json.dumps writes: hand-written JSON text.
 TEXT_CASES = [
     ("infinity", '{"schema_version": 1, "top_k": Infinity}', "Infinity or NaN"),
