@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -159,3 +160,13 @@ def test_load_passes_use_safetensors(tmp_path, tiny_gpt2_dir, monkeypatch):
     host = load_host(ModelSpec("folder", str(folder), "cpu"))
     assert seen.get("use_safetensors") is True
     assert host.model.cfg.n_layers == 2
+
+
+def test_parameter_count_reads_only_the_models_own_files(tmp_path, tiny_gpt2_dir):
+    from engine.param_count import safetensors_parameter_count
+
+    folder = _copy(tiny_gpt2_dir, tmp_path / "m")
+    expected = sum(math.prod(s) for s in
+                   tensor_shapes([folder / "model.safetensors"]).values())
+    os.mkfifo(folder / "stray.safetensors")  # opening it would block the worker forever
+    assert safetensors_parameter_count(folder) == expected > 100_000
