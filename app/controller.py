@@ -55,6 +55,9 @@ class Controller(QObject):
         super().__init__(parent)
         self.selection = Selection()
         self.model_info = None
+        # The spec of the model the worker holds: it changes only when a load succeeds, so a
+        # refused or failed load never becomes what a session saves.
+        self.loaded_spec: ModelSpec | None = None
         self.load_error: ErrorInfo | None = None  # why the last load failed, while none is loaded
         self.last_prompt_result = None
         # One BOS policy for every panel: None follows the loaded model's default; True/False is
@@ -162,6 +165,17 @@ class Controller(QObject):
         return any(job.kind == "load" and not job.ctx.cancelled for job in self._jobs.values())
 
     @property
+    def loading_spec(self) -> ModelSpec | None:
+        """The spec of the newest load still under way, or None."""
+        loads = [j for j in self._jobs.values() if j.kind == "load" and not j.ctx.cancelled]
+        return max(loads, key=lambda j: j.job_id).request if loads else None
+
+    def session_spec(self, fallback: ModelSpec) -> ModelSpec:
+        """The model a session is about: the one loading, else the one loaded, else
+        ``fallback`` (what the window last asked for, when no load ever succeeded)."""
+        return self.loading_spec or self.loaded_spec or fallback
+
+    @property
     def thread(self) -> QThread:
         return self._thread
 
@@ -195,6 +209,7 @@ class Controller(QObject):
             # The worker has swapped its host whatever the staleness: announce before retiring,
             # so "not busy" always means the new model is known to every panel.
             self.model_info = result
+            self.loaded_spec = loaded.request if isinstance(loaded.request, ModelSpec) else None
             self.load_error = None
             # _early_shown stays set: the early prediction may still be on screen until
             # TransformerLens's result replaces it, and another load must take it back.
@@ -245,17 +260,30 @@ class Controller(QObject):
             self.busy_changed.emit(False)
 
     # -- shutdown -----------------------------------------------------------------------------
-    def shutdown(self, timeout_ms: int = 30000) -> bool:
-        """Cancel everything, free the model on its own thread, stop the thread. True if joined."""
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        """Cancel everything, free the model on its own thread, stop the thread. True if joined.
+
+        A job that does not check for cancellation can run for minutes: after ``timeout_ms``
+        the window closes anyway. The running QThread is then kept alive (never destroyed while
+        running, which aborts the process) until it ends; ``lensbench`` leaves with os._exit
+        (app.main.run), so it does not hold the process either."""
         if self._closed:
-            return True
+            return self._thread.isFinished()
         self._closed = True
         self.cancel_all()
         from PySide6.QtCore import QMetaObject, Qt
 
         QMetaObject.invokeMethod(self._worker, "shutdown", Qt.ConnectionType.QueuedConnection)
         self._thread.quit()
-        return self._thread.wait(timeout_ms)
+        if self._thread.wait(timeout_ms):
+            return True
+        _still_running.append((self._thread, self._worker))  # never released: see above
+        return False
+
+
+# Worker threads still busy when their window closed, with their workers: referenced here so
+# neither is destroyed while the thread runs.
+_still_running: list[tuple[QThread, Worker]] = []
 
 
 def _with_bos(request: Any, prepend_bos: bool | None) -> Any:

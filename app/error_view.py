@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
+from engine.safe_files import clip
+
 MAX_ALSO = 4
+# Last line of defence for text from files (a 100k-character model name made an 800x14098 px
+# box; 512k characters crashed Qt's layout): every shown string is clipped.
+MAX_MESSAGE = 1000
+MAX_DETAILS = 20_000
 
 
 class ErrorView:
@@ -23,6 +32,10 @@ class ErrorView:
         self._shown: list = []  # (channel, info) in the open box, first = main text
 
     def show(self, channel: str, info) -> None:
+        if dataclasses.is_dataclass(info):
+            info = dataclasses.replace(info, message=clip(info.message, MAX_MESSAGE),
+                                       hint=clip(info.hint, MAX_MESSAGE),
+                                       traceback=clip(info.traceback, MAX_DETAILS))
         self.history.append((channel, info))
         if self.box is None:
             self.box = QMessageBox(self.parent)
@@ -42,9 +55,9 @@ class ErrorView:
         self.box.setIcon(icon)
         self.box.setWindowTitle("Lensbench: " + ("could not load the model" if first.kind == "model"
                                                  else "something went wrong"))
-        self.box.setText(first.message)
+        self.box.setText(_breakable(first.message))
         also = [f"Then: {i.message}" for _c, i in self._shown[1:1 + MAX_ALSO]]
-        self.box.setInformativeText("\n\n".join([first.hint, *also]).strip())
+        self.box.setInformativeText(_breakable("\n\n".join([first.hint, *also]).strip()))
         self.box.setDetailedText("\n\n".join(f"[{c}] {i.type}: {i.message}\n\n{i.traceback}"
                                               for c, i in self._shown))
         self.box.show()
@@ -52,4 +65,11 @@ class ErrorView:
 
     @property
     def visible_text(self) -> str:
-        return self.box.text() if self.box is not None and self.box.isVisible() else ""
+        text = self.box.text() if self.box is not None and self.box.isVisible() else ""
+        return text.replace("\u200b", "")  # the text as written, without the break points
+
+
+def _breakable(text: str) -> str:
+    """Long unbroken runs (a path, a name from a file) get zero-width break points: Qt wraps
+    only at spaces, and a 1000-character word is cut off at the box's edge."""
+    return re.sub(r"\S{60}", lambda m: m.group(0) + "\u200b", text)

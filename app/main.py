@@ -73,11 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     window.prompt_editor.edit.setFocus()
     # Drawn before the worker thread starts importing torch and TransformerLens (seconds).
     app.processEvents()
+    opened = False
     if args.session:
         from app.session_actions import open_path
 
-        open_path(window, args.session)
-    else:
+        opened = open_path(window, args.session)
+        if not opened and window.errors.history:  # shown in the window; said here too
+            print(f"lensbench: {window.errors.history[-1][1].message}", file=sys.stderr)
+    if not opened:  # no session, or a refused one: start as without it
         from engine.prompt_result import PromptRequest
 
         prompt = args.prompt if args.prompt is not None else DEFAULT_PROMPT

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from PySide6.QtWidgets import (
@@ -23,20 +22,30 @@ from PySide6.QtWidgets import (
 )
 
 from engine.devices import available_devices
-from engine.model_sources import BUNDLED_NAME, ModelSpec, supported_model_names
+from engine.errors import ModelLoadError
+from engine.model_sources import (
+    BUNDLED_NAME,
+    ModelSpec,
+    check_spec,
+    read_json,
+    supported_model_names,
+)
 
 
 def remote_code_warning(folder: str) -> str:
-    """A warning if the folder's config asks for trust_remote_code (which is never enabled)."""
+    """A warning if the folder's config asks for trust_remote_code (which is never enabled).
+    Runs as the user types: config.json is read only if it is a regular file of sane size (a
+    symlink to /dev/zero or a pipe would hang the dialog)."""
     config = Path(folder) / "config.json"
     try:
-        if config.is_file() and config.stat().st_size < 2_000_000:
-            data = json.loads(config.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and "auto_map" in data:
-                return ("This model ships its own Python code (it needs trust_remote_code). "
-                        "Lensbench never runs code from a model folder, so it cannot be loaded.")
-    except (OSError, ValueError):
+        if not config.exists():
+            return ""
+        data = read_json(config)
+    except (OSError, ValueError, ModelLoadError):
         return "config.json in this folder cannot be read."
+    if "auto_map" in data:
+        return ("This model ships its own Python code (it needs trust_remote_code). "
+                "Lensbench never runs code from a model folder, so it cannot be loaded.")
     return ""
 
 
@@ -145,6 +154,16 @@ class ModelDialog(QDialog):
     def _folder_changed(self, text: str) -> None:
         self.folder.setChecked(True)
         self.warning.setText(remote_code_warning(text) if text else "")
+
+    def accept(self) -> None:
+        """Load only a spec that can be loaded: a pickle-only folder, an unknown name or an
+        uncached one while offline is refused here, and the dialog stays open to fix it."""
+        try:
+            check_spec(self.spec())
+        except ModelLoadError as exc:
+            self.warning.setText(f"{exc.message} {exc.hint}".strip())
+            return
+        super().accept()
 
     def spec(self) -> ModelSpec:
         device, dtype, n = self.device.currentText(), self.dtype.currentText(), \

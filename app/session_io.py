@@ -7,13 +7,17 @@ atomic through QSaveFile, so the previous file survives until the new one is com
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSaveFile
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
+
+from engine.safe_files import UnsafeFile, clip, read_regular_file
 
 SCHEMA_VERSION = 1
 SUFFIX = ".lensbench"
@@ -24,7 +28,25 @@ ALLOWED_DTYPES = {np.dtype(t) for t in ("float64", "float32", "float16", "int64"
 
 
 class SessionError(Exception):
-    """A session file that cannot be read; the message is for the user."""
+    """A session file that cannot be read or written; the message is for the user."""
+
+
+_WRITE_PROBLEMS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EACCES: "you do not have permission to write there",
+    errno.EPERM: "you do not have permission to write there",
+    errno.EROFS: "the folder is on a read-only disk",
+    errno.ENOENT: "the folder does not exist",
+    errno.ENOTDIR: "the folder does not exist",
+    errno.EISDIR: "a folder has that name",
+    errno.ENAMETOOLONG: "the file name is too long",
+}
+
+
+def write_problem(exc: OSError) -> str:
+    """An OSError from writing, in words (never "Unknown error")."""
+    return _WRITE_PROBLEMS.get(exc.errno or -1) or clip(exc.strerror or exc, 120)
 
 
 def save_session(path: str | Path, manifest: dict, arrays: dict[str, np.ndarray] | None = None):
@@ -34,12 +56,57 @@ def save_session(path: str | Path, manifest: dict, arrays: dict[str, np.ndarray]
         if v.dtype not in ALLOWED_DTYPES:
             raise SessionError(f"Array {k!r} has unsupported dtype {v.dtype}.")
     data = st_save(arrays, metadata={"lensbench_manifest": json.dumps(manifest)})
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise SessionError(f"Cannot save {clip(Path(path).name, 80)}: {write_problem(exc)}. "
+                           "The previous file, if any, is intact.") from None
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write through QSaveFile (the old file stays until the new one is complete); failures
+    become OSError with the errno the cause has, since Qt reports a full disk as "Unknown
+    error"."""
     f = QSaveFile(str(path))
     if not f.open(QSaveFile.OpenModeFlag.WriteOnly):
-        raise SessionError(f"Cannot write {path}: {f.errorString()}")
-    f.write(data)
+        raise _diagnose(path, len(data), f.errorString())
+    written = f.write(data)
+    if written != len(data):
+        f.cancelWriting()
+        f.commit()
+        raise _diagnose(path, len(data), f.errorString())
     if not f.commit():
-        raise SessionError(f"Saving {path} failed: {f.errorString()}; the old file is intact.")
+        raise _diagnose(path, len(data), f.errorString())
+
+
+def _diagnose(path: str | Path, n_bytes: int, qt_text: str) -> OSError:
+    """Why a write failed, as an errno: read-only disk, permission, full disk, else Qt's text."""
+    folder = Path(path).parent
+    code = 0
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no such folder; or not POSIX
+        st = None
+        code = errno.ENOENT if not folder.is_dir() else 0
+    if st is not None:
+        if st.f_flag & getattr(os, "ST_RDONLY", 1):
+            code = errno.EROFS
+        elif not os.access(folder, os.W_OK) or (Path(path).exists()
+                                                and not os.access(path, os.W_OK)):
+            code = errno.EACCES
+        elif st.f_bavail * st.f_frsize < n_bytes + 2**16:
+            code = errno.ENOSPC
+    return OSError(code, qt_text or "the write failed")
+
+
+def _json(text: str | bytes, what: str) -> object:
+    """``text`` parsed, or SessionError("{what}." / "{what} (nested too deeply).")."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise SessionError(f"{what} (nested too deeply).") from None
+    except (UnicodeDecodeError, ValueError):  # also ints of more than 4300 digits
+        raise SessionError(f"{what}.") from None
 
 
 def _read_header(raw: bytes) -> dict:
@@ -49,8 +116,9 @@ def _read_header(raw: bytes) -> dict:
     if n <= 0 or n > min(len(raw) - 8, MAX_MANIFEST_CHARS + 2**20):
         raise SessionError("The file is not a Lensbench session (bad header size).")
     try:
-        header = json.loads(raw[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = _json(raw[8:8 + n].decode("utf-8"),
+                       "The file is not a Lensbench session (unreadable header)")
+    except UnicodeDecodeError:
         raise SessionError("The file is not a Lensbench session (unreadable header).") from None
     if not isinstance(header, dict):
         raise SessionError("The file is not a Lensbench session (header is not an object).")
@@ -58,47 +126,47 @@ def _read_header(raw: bytes) -> dict:
 
 
 def load_session(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """Return (manifest, arrays) or raise SessionError with a message for the user."""
+    """Return (manifest, arrays) or raise SessionError with a message for the user.
+
+    Only a regular file is read, and never more than MAX_FILE_BYTES + 1 bytes of it: a symlink
+    to /dev/zero or a named pipe is refused before it is read."""
     path = Path(path)
+    name = clip(path.name, 80)
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise SessionError(f"Cannot open {path}: {exc.strerror or exc}") from None
-    if size > MAX_FILE_BYTES:
-        raise SessionError(f"{path.name} is {size / 2**20:.0f} MiB, larger than any session "
-                           f"Lensbench writes ({MAX_FILE_BYTES // 2**20} MiB).")
-    raw = path.read_bytes()
+        raw = read_regular_file(path, MAX_FILE_BYTES)
+    except UnsafeFile as exc:
+        raise SessionError(f"{exc} Lensbench sessions are files of at most "
+                           f"{MAX_FILE_BYTES // 2**20} MiB.") from None
     header = _read_header(raw)
     meta = header.get("__metadata__") or {}
     text = meta.get("lensbench_manifest") if isinstance(meta, dict) else None
     if not isinstance(text, str) or len(text) > MAX_MANIFEST_CHARS:
-        raise SessionError(f"{path.name} is not a Lensbench session (no manifest).")
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError:
-        raise SessionError(f"{path.name} has a corrupt manifest.") from None
+        raise SessionError(f"{name} is not a Lensbench session (no manifest).")
+    manifest = _json(text, f"{name} has a corrupt manifest")
     if not isinstance(manifest, dict):
-        raise SessionError(f"{path.name} has a corrupt manifest.")
+        raise SessionError(f"{name} has a corrupt manifest.")
     version = manifest.get("schema_version")
-    if not isinstance(version, int) or version < 1:
-        raise SessionError(f"{path.name} has no valid schema_version.")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SessionError(f"{name} has no valid schema_version.")
     if version > SCHEMA_VERSION:
-        raise SessionError(f"{path.name} was written by a newer Lensbench (schema {version}; "
-                           f"this version reads up to {SCHEMA_VERSION}). Update Lensbench.")
-    for name, entry in header.items():
-        if name == "__metadata__":
+        raise SessionError(f"{name} was written by a newer Lensbench (schema "
+                           f"{clip(version, 20)}; this version reads up to {SCHEMA_VERSION}). "
+                           "Update Lensbench.")
+    for key, entry in header.items():
+        if key == "__metadata__":
             continue
         if not isinstance(entry, dict) or entry.get("dtype") not in ("F64", "F32", "F16", "I64",
                                                                      "I32", "BOOL"):
-            raise SessionError(f"{path.name}: array {name!r} has an unsupported type.")
+            raise SessionError(f"{name}: array {clip(key, 80)!r} has an unsupported type.")
         shape = entry.get("shape")
         if not isinstance(shape, list) or len(shape) > 6 or any(
-                not isinstance(d, int) or d < 0 for d in shape):
-            raise SessionError(f"{path.name}: array {name!r} has an invalid shape.")
+                isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < 2**40
+                for d in shape):
+            raise SessionError(f"{name}: array {clip(key, 80)!r} has an invalid shape.")
     try:
         arrays = st_load(raw)
     except Exception as exc:
-        raise SessionError(f"{path.name} is corrupt: {exc}") from None
+        raise SessionError(f"{name} is corrupt: {clip(exc, 160)}") from None
     return migrate(manifest), arrays
 
 

@@ -19,6 +19,7 @@ from engine.devices import DTYPES, memory_used, pick_device, supported_dtypes
 from engine.errors import LensbenchError, ModelLoadError
 from engine.fingerprint import weights_fingerprint
 from engine.jobs import Context, JobContext
+from engine.model_folder import check_sizes
 from engine.model_sources import ModelSpec, resolve_folder
 from engine.param_count import checkpoint_parameter_count, format_count
 
@@ -116,11 +117,15 @@ def _load_host(spec: ModelSpec, ctx: JobContext | None) -> ModelHost:
                              f"Use one of {', '.join(supported_dtypes(device))}.")
     ctx.progress(0.02, f"Locating {spec.display_name}…")
     folder = resolve_folder(spec, ctx)
+    check_sizes(folder)  # an absurd config.json is refused before anything is built
     ctx.check_cancelled()
     ctx.progress(0.85 if spec.source == "hf" else 0.3, f"Loading {spec.display_name} on {device}…")
     from transformer_lens.model_bridge import TransformerBridge
 
     kwargs: dict = {"dtype": DTYPES[spec.dtype], "trust_remote_code": False}
+    safe_class = safetensors_only_class(folder)
+    if safe_class is not None:
+        kwargs["model_class"] = safe_class
     if spec.n_devices > 1:
         kwargs["n_devices"] = spec.n_devices
     else:
@@ -173,3 +178,38 @@ def _load_host(spec: ModelSpec, ctx: JobContext | None) -> ModelHost:
     )
     ctx.progress(1.0, f"Loaded {info.name}")
     return ModelHost(model, spec, info)
+
+
+def safetensors_only_class(folder) -> type | None:
+    """The HF model class TransformerLens would pick for ``folder``, with ``use_safetensors=True``
+    on every ``from_pretrained``: transformers never falls back to unpickling a ``.bin`` with
+    torch.load, whatever else the folder holds. boot_transformers takes no from_pretrained
+    arguments, but it takes the class. None if TransformerLens's helpers moved (the folder
+    check already requires the model's own safetensors files)."""
+    try:
+        from transformer_lens.model_bridge.sources._hf_format import (
+            determine_architecture_from_hf_config,
+        )
+        from transformer_lens.model_bridge.sources.transformers.helpers import (
+            get_hf_model_class_for_architecture,
+        )
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+        real = get_hf_model_class_for_architecture(determine_architecture_from_hf_config(config))
+    except Exception:
+        return None
+
+    class SafetensorsOnly:
+        __name__ = getattr(real, "__name__", "SafetensorsOnly")
+
+        @staticmethod
+        def from_pretrained(name, *args, **kwargs):
+            kwargs["use_safetensors"] = True
+            return real.from_pretrained(name, *args, **kwargs)
+
+        @staticmethod
+        def from_config(config, *args, **kwargs):
+            return real.from_config(config, *args, **kwargs)
+
+    return SafetensorsOnly

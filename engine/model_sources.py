@@ -6,13 +6,15 @@ weights are accepted (pickled ``.bin`` files can run code), and ``trust_remote_c
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ModelLoadError
+from engine.model_folder import check_sizes, read_json, validate_folder  # noqa: F401
+from engine.safe_files import clip
 
 BUNDLED_NAME = "lensbench-organism"
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -65,7 +67,7 @@ def official_name(name: str) -> str:
         if "/" in name:  # an HF repo id TransformerLens may still support by architecture
             return name
         raise ModelLoadError(
-            f"Unknown model name {name!r}.",
+            f"Unknown model name {clip(name)!r}.",
             "Pick a name from the list of models TransformerLens supports (e.g. gpt2-small), "
             "or choose a local model folder.",
         ) from None
@@ -149,8 +151,16 @@ def download(name: str, ctx) -> Path:
             if type(exc).__name__ == "Cancelled":
                 raise
             last_error = exc
-    raise ModelLoadError(f"Could not download {name!r}: {last_error}",
+    raise ModelLoadError(f"Could not download {clip(name)!r}: {clip(last_error)}",
                          "Check the model name and your network connection.")
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, with a name too long or otherwise unusable counting as no folder."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def resolve_folder(spec: ModelSpec, ctx) -> Path:
@@ -164,8 +174,8 @@ def resolve_folder(spec: ModelSpec, ctx) -> Path:
             )
     elif spec.source == "folder":
         folder = Path(spec.name).expanduser()
-        if not folder.is_dir():
-            raise ModelLoadError(f"Model folder {folder} does not exist.",
+        if not _is_dir(folder):
+            raise ModelLoadError(f"Model folder {clip(folder)} does not exist.",
                                  "Choose a folder that holds config.json and model.safetensors.")
     elif spec.source == "hf":
         name = official_name(spec.name.strip())
@@ -176,83 +186,60 @@ def resolve_folder(spec: ModelSpec, ctx) -> Path:
             folder = download(name, ctx)
         else:
             raise ModelLoadError(
-                f"{name!r} is not in the Hugging Face cache and huggingface.co cannot be reached.",
+                f"{clip(name)!r} is not in the Hugging Face cache and huggingface.co cannot be reached.",
                 "Connect to the internet and load it again (it is downloaded once), or on a "
                 f"machine with network run `{download_command(name)}` and copy the "
                 "cache folder (~/.cache/huggingface/hub) here; or load a local model folder.",
             )
     else:
-        raise ModelLoadError(f"Unknown model source {spec.source!r}.")
+        raise ModelLoadError(f"Unknown model source {clip(spec.source, 40)!r}.")
     validate_folder(folder)
     return folder
 
 
-def read_json(path: Path) -> dict:
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ModelLoadError(f"{path.name} is implausibly large ({path.stat().st_size} bytes).",
-                             "This does not look like a model folder.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path.name} in {path.parent} is not valid JSON: {exc}",
-                             "The model folder is corrupt; download or copy it again.") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path.name} does not hold a JSON object.",
-                             "The model folder is corrupt; download or copy it again.")
-    return data
+SOURCES = ("bundled", "hf", "folder")
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+MAX_DEVICES = 64
+_HF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
-def validate_folder(folder: Path) -> dict:
-    """Check a model folder before anything reads its weights; return its config."""
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise ModelLoadError(f"{folder} has no config.json.",
-                             "A model folder holds config.json, model.safetensors and tokenizer "
-                             "files, as saved by transformers' save_pretrained().")
-    config = read_json(config_path)
-    if "auto_map" in config:
-        raise ModelLoadError(
-            f"{folder.name} needs trust_remote_code: it ships its own Python code.",
-            "Lensbench never runs code from a model folder. Use a model whose architecture "
-            "transformers supports natively.",
-        )
-    if not config.get("architectures") and not config.get("model_type"):
-        raise ModelLoadError(f"config.json in {folder} names no architecture.",
-                             "The model folder is corrupt or not a transformers model.")
-    weights = list(folder.glob("*.safetensors"))
-    if not weights:
-        pickles = list(folder.glob("*.bin")) + list(folder.glob("*.pt")) + list(folder.glob("*.pth"))
-        if pickles:
-            raise ModelLoadError(
-                f"{folder.name} has only pickled weights ({pickles[0].name}).",
-                "Pickle files can run code, so Lensbench loads safetensors only. Convert them "
-                "with transformers (model.save_pretrained(folder, safe_serialization=True)).",
-            )
-        raise ModelLoadError(f"{folder} has no model weights (*.safetensors).",
-                             "Copy the complete model folder.")
-    for w in weights:
-        _check_safetensors_header(w)
-    has_tokenizer = any((folder / f).is_file() for f in
-                        ("tokenizer.json", "vocab.json", "tokenizer.model", "tokenizer_config.json"))
-    if not has_tokenizer:
-        raise ModelLoadError(f"{folder} has no tokenizer files.",
-                             "Copy tokenizer.json (and tokenizer_config.json) into the folder.")
-    return config
-
-
-def _check_safetensors_header(path: Path) -> None:
-    """Read the safetensors header with the library (data only) to catch truncated files early."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:  # the header only; no torch
-            keys = list(f.keys())
-            meta = f.metadata()
-        del meta
-        size = path.stat().st_size
-        if not keys or size < 16:
-            raise ValueError("no tensors")
-    except Exception as exc:
-        raise ModelLoadError(f"{path.name} is not a valid safetensors file ({exc}).",
-                             "The weights are corrupt or truncated; download or copy them "
-                             "again.") from None
+def check_spec(spec: ModelSpec) -> None:
+    """Refuse a spec that could not be loaded, before anything is applied or loaded: the checks
+    of ``resolve_folder`` that need neither the network nor PyTorch (a name that is not cached
+    is accepted only while the hub can be reached). Raises ModelLoadError."""
+    if spec.source not in SOURCES:
+        raise ModelLoadError(f"Unknown model source {clip(spec.source, 40)!r}.",
+                             "A session names the bundled model, an HF model or a model folder.")
+    if not isinstance(spec.device, str) or not _DEVICE.fullmatch(spec.device):
+        raise ModelLoadError(f"Unknown device {clip(spec.device, 40)!r}.",
+                             "Use auto, cpu, cuda, cuda:N or mps.")
+    if spec.dtype not in DTYPE_NAMES:
+        raise ModelLoadError(f"Unknown dtype {clip(spec.dtype, 40)!r}.",
+                             "Use float32, bfloat16 or float16.")
+    if (isinstance(spec.n_devices, bool) or not isinstance(spec.n_devices, int)
+            or not 1 <= spec.n_devices <= MAX_DEVICES):
+        raise ModelLoadError(f"Invalid device count {clip(spec.n_devices, 40)!r}.",
+                             f"Use 1 to {MAX_DEVICES}.")
+    if not isinstance(spec.name, str) or not spec.name or len(spec.name) > 4096 \
+            or "\0" in spec.name:
+        raise ModelLoadError("The model name is empty, too long or not text.",
+                             "Choose the model again with Model > Load model….")
+    if spec.source == "bundled":
+        if spec.name != BUNDLED_NAME:
+            raise ModelLoadError(f"Unknown bundled model {clip(spec.name)!r}.",
+                                 f"The bundled model is {BUNDLED_NAME}.")
+        resolve_folder(spec, None)
+    elif spec.source == "folder":
+        if "://" in spec.name:
+            raise ModelLoadError(f"{clip(spec.name)!r} is a web address, not a model folder.",
+                                 "Choose a local folder, or an HF model by its name.")
+        resolve_folder(spec, None)
+    else:
+        name = spec.name.strip()
+        if not _HF_NAME.fullmatch(name) or ".." in name:
+            raise ModelLoadError(f"{clip(name)!r} is not a Hugging Face model name.",
+                                 "HF names look like gpt2-small or org/model.")
+        name = official_name(name)
+        if find_in_cache(name) is None and not hub_reachable():
+            resolve_folder(spec, None)  # raises the offline message with its instructions

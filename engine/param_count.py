@@ -28,17 +28,16 @@ def checkpoint_parameter_count(config, folder: str | Path) -> int:
 
 
 def safetensors_parameter_count(folder: str | Path) -> int:
-    """Elements of every tensor in the folder's safetensors files (headers only)."""
-    from safetensors import safe_open
+    """Elements of every tensor in the model's own safetensors files (headers only; a stray
+    file beside them, which may be a pipe, is never opened); 0 if they cannot be read."""
+    from engine.errors import ModelLoadError
+    from engine.model_folder import tensor_shapes, weight_files
 
-    total = 0
-    for path in sorted(Path(folder).glob("*.safetensors")):
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                total += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-        except Exception:
-            return 0
-    return total
+    try:
+        shapes = tensor_shapes(weight_files(Path(folder)))
+    except ModelLoadError:
+        return 0
+    return sum(math.prod(shape) for shape in shapes.values())
 
 
 def format_count(n: int) -> str:

@@ -16,6 +16,29 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+MAX_PROMPT_CHARS = 100_000  # sessions are held to the same bound (app.session_schema)
+
+
+class PromptEdit(QPlainTextEdit):
+    """A paste or drop that would make the prompt longer than ``max_chars`` is refused whole and
+    reported by ``sig_refused``: a 256 KB one-line paste froze the window for seconds while Qt
+    laid it out, and no model reads that many tokens."""
+
+    sig_refused = Signal(int)  # the length the prompt would have had
+
+    def __init__(self, max_chars: int = MAX_PROMPT_CHARS, parent=None) -> None:
+        super().__init__(parent)
+        self.max_chars = max_chars
+
+    def insertFromMimeData(self, source) -> None:  # noqa: N802 (Qt's name)
+        text = source.text() if source.hasText() else ""
+        replaced = len(self.textCursor().selectedText())
+        total = self.document().characterCount() - 1 - replaced + len(text)
+        if total > self.max_chars:
+            self.sig_refused.emit(total)
+            return
+        super().insertFromMimeData(source)
+
 
 class PromptEditor(QWidget):
     """Emits ``sig_run(prompt, top_k)``; the app decides what running means."""
@@ -26,7 +49,7 @@ class PromptEditor(QWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setObjectName("PromptEditor")
-        self.edit = QPlainTextEdit()
+        self.edit = PromptEdit()
         self.edit.setObjectName("promptEdit")
         self.edit.setPlaceholderText("Type a prompt, e.g. The Eiffel Tower is in  (Ctrl+Enter runs it)")
         self.edit.setToolTip("The prompt every panel analyses. Ctrl+Enter runs it.")
@@ -82,6 +105,9 @@ class PromptEditor(QWidget):
         for keys in ("Ctrl+Return", "Ctrl+Enter"):
             QShortcut(QKeySequence(keys), self.edit, activated=self._emit_run)
         self.edit.textChanged.connect(self.clear_message)
+        self.edit.sig_refused.connect(lambda n: self.show_message(
+            f"Not pasted: the prompt would be {n:,} characters long, and prompts are limited "
+            f"to {self.edit.max_chars:,}. Paste a shorter text."))
 
     def set_bos(self, default: bool, choice: bool | None) -> None:
         """Show the BOS policy: the model's ``default`` and the user's ``choice`` (None: the

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from app.exports import export_figure, figure_title, write_csv
 from app.panels.base import PanelBinding
+from app.session_schema import Bool, List, Obj, Opt, Str
 from widgets.attention_panel import AttentionPanel
 from widgets.token_strip import visible
 
@@ -25,6 +26,8 @@ FILTERS = {"png": "PNG image (*.png)", "svg": "SVG image (*.svg)", "csv": "CSV t
 class AttentionBinding(PanelBinding):
     title = "Attention"
     object_name = "attentionDock"
+    state_schema = Obj({"mode": Opt(Str(64)), "colormap": Str(64), "scale": Opt(Str(64)),
+                        "hide_bos": Bool(), "kept": List(Str(1000), 256)})
     area = Qt.DockWidgetArea.BottomDockWidgetArea
     tab_with = "attributionDock"  # big plots share the bottom tab group
     tooltip = "Attention patterns of every head, and one head in detail"

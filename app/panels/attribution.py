@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from app.exports import export_figure, figure_title, write_csv
 from app.panels.base import PanelBinding
+from app.session_schema import MAX_TEXT, Bool, Int, Obj, Str
 from widgets.attribution_panel import AttributionPanel
 
 PICK_HINT = ("Type an answer token (e.g. ' Paris', with its leading space) or click one of the "
@@ -24,6 +25,8 @@ PICK_HINT = ("Type an answer token (e.g. ' Paris', with its leading space) or cl
 class AttributionBinding(PanelBinding):
     title = "Layer attribution"
     object_name = "attributionDock"
+    state_schema = Obj({"answer": Str(1000), "counterfactual": Str(1000), "position": Int(),
+                        "batch": Bool(), "batch_text": Str(MAX_TEXT), "tab": Int()})
     area = Qt.DockWidgetArea.BottomDockWidgetArea
     tooltip = "Logit lens and direct logit attribution: which layers and heads push the model " \
               "toward an answer"

@@ -103,9 +103,23 @@ class PanelBinding(QObject):
     def on_no_model(self, text: str) -> None:
         """A load failed and no model is loaded: show ``text`` instead of waiting for one."""
 
+    # The shape session_state() has (app.session_schema): a session file's state for this panel
+    # is checked against it before anything of the session is applied.
+    state_schema = None
+
     def session_state(self) -> dict:
         """Plain JSON-able settings worth saving in a session."""
         return {}
+
+    def validate_session_state(self, state: object) -> str | None:
+        """Why ``state`` (from a file: hostile) cannot be restored, naming the field; or None."""
+        from app.session_schema import Obj, SchemaError
+
+        try:
+            (self.state_schema or Obj({})).check(state, f"panels.{self.object_name}")
+        except SchemaError as exc:
+            return str(exc)
+        return None
 
     def restore_session_state(self, state: dict) -> None:
         pass

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from app.panels.base import PanelBinding
 from app.panels.features_training import TrainingRunner
+from app.session_schema import MAX_PROMPT, Int, List, Num, Obj, Opt, Str
 from engine.model_sources import BUNDLED_NAME, BUNDLED_SAE_DIR
 from widgets.features_panel import FeaturesPanel
 
@@ -33,6 +34,28 @@ MAX_RECENT = 8
 class FeaturesBinding(PanelBinding):
     title = "Features (SAE)"
     object_name = "featuresDock"
+    state_schema = Obj({
+        "sae": Opt(Str(4096)), "feature": Opt(Int(0, 10**8)), "tab": Int(),
+        "train": Obj({"hook_name": Str(200), "architecture": Opt(Str(64)),
+                      "expansion": Num(), "l1_coefficient": Num(), "k": Int(),
+                      "n_tokens": Int(), "batch_size": Int(), "lr": Num(),
+                      "context_size": Int(), "source_kind": Opt(Str(64)),
+                      "source_path": Str(4096), "out_folder": Str(4096)}),
+        "attribution": Obj({"answer": Str(1000), "counterfactual": Str(1000),
+                            "position": Int()}),
+        "interventions": List(Obj({"feature": Int(0, 10**8), "mode": Str(16), "value": Num(),
+                                   "positions": List(Int(-(10**6), 10**6), 4096)}), 64),
+        "intervention_target": List(Str(1000), 2, length=2),
+        "dashboards": Obj({"source_kind": Opt(Str(64)), "n_tokens": Int(0, 10**12)}),
+        "intervention_result": Obj({
+            "prompt": Str(MAX_PROMPT), "target_label": Str(1000),
+            **{k: List(Str(1000), 100) for k in ("before_tokens", "after_tokens")},
+            **{k: List(Opt(Num()), 100) for k in ("before_probs", "after_probs")},
+            **{k: List(Str(1000), 10_000) for k in ("labels", "str_tokens")},
+            "kl": List(Opt(Num()), 10_000),
+            **{k: Opt(Num()) for k in ("target_before", "target_after", "loss_before",
+                                       "loss_after")}}),
+    })
     area = Qt.DockWidgetArea.BottomDockWidgetArea
     tab_with = "attributionDock"
     tooltip = "Sparse-autoencoder features: browse, attribute, intervene, train"

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from app.exports import export_figure, figure_title, write_csv
 from app.panels.base import PanelBinding
+from app.session_schema import Bool, Int, Obj, Opt, Str
 from widgets.induction_panel import InductionPanel
 
 if TYPE_CHECKING:
@@ -24,6 +25,12 @@ INSPECT_LABEL = "repeated random tokens"
 class InductionBinding(PanelBinding):
     title = "Induction heads"
     object_name = "inductionDock"
+    state_schema = Obj({**{k: Int() for k in ("seq_len", "batch", "seed", "threshold")},
+                        **{k: Opt(Str(64)) for k in ("source", "rank_by", "token_pool",
+                                                     "error_measure", "ablation")},
+                        **{k: Bool() for k in ("exclude_bos", "exclude_current_token",
+                                               "use_prompt")},
+                        "formula": Str(10_000)})
     area = Qt.DockWidgetArea.BottomDockWidgetArea
     # Not in the attention/attribution tab group: clicking a head raises the attention dock, and
     # the scores and the head's stripe should be visible side by side.

@@ -5,12 +5,20 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 
 from app.panels.base import PanelBinding
+from app.session_schema import MAX_PROMPT, Int, List, Obj, Opt, Str
 from widgets.patching_panel import PatchingPanel
 
 
 class PatchingBinding(PanelBinding):
     title = "Activation patching"
     object_name = "patchingDock"
+    state_schema = Obj({
+        "pairs": List(List(Str(MAX_PROMPT), 4, length=4), 64),
+        "metric": Opt(Str(64)), "direction": Opt(Str(64)),
+        "plan": List(Obj({"component": Str(32), "layer": Int(0, 100_000),
+                          "index": Int(-1, 10**7), "positions": List(Int(0, 10**6), 4096),
+                          "mode": Str(32), "sae": Str(4096)}, required=("component",)), 1024),
+    })
     area = Qt.DockWidgetArea.BottomDockWidgetArea
     tab_with = "attributionDock"
     tooltip = "Patch activations between a clean and a corrupted prompt and measure the effect"
