@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     # Drawn before the worker thread starts importing torch and TransformerLens (seconds).
     app.processEvents()
     if args.session:
-        from app.session_actions import open_path
-
-        open_path(window, args.session)
+        window.lifecycle.open_file(args.session, ask=False)
     else:
         from engine.prompt_result import PromptRequest
 
@@ -88,10 +86,19 @@ def main(argv: list[str] | None = None) -> int:
         window.load_model(ModelSpec.parse(args.model, args.device, args.dtype), preview=preview)
         window.prompt_editor.set_prompt(prompt)
         window._run_prompt(prompt, top_k, False)
+        if args.prompt is None:  # a prompt typed on the command line is work worth keeping
+            window.lifecycle.mark_clean(settle=True)
     if args.screenshot:
         from app.screenshot import save_when_idle
 
         save_when_idle(window, args.screenshot)
+    else:
+        from PySide6.QtCore import QTimer
+
+        from app import recovery
+
+        # Once the window is up: offer back the work of instances that crashed.
+        QTimer.singleShot(0, lambda: recovery.offer_at_start(window))
     return app.exec()
 
 

@@ -10,15 +10,21 @@ from app.session_io import SUFFIX, SessionError, load_session, save_session
 from engine.model_sources import ModelSpec
 
 
-def manifest_of(window) -> dict:
+def content_of(window) -> dict:
+    """The session's work (model, prompt, selection, every panel's settings and the notes):
+    what a session file keeps, and what "modified" compares, without the dock layout."""
     return {
         "model": asdict(window.model_spec),
         "prompt": window.prompt_editor.prompt(),
         "top_k": window.prompt_editor.top_k.value(),
         "selection": window.controller.selection.to_dict(),
         "panels": {b.object_name: b.session_state() for b in window.bindings},
-        "window_state": bytes(window.saveState(1).toBase64()).decode("ascii"),
     }
+
+
+def manifest_of(window) -> dict:
+    return dict(content_of(window),
+                window_state=bytes(window.saveState(1).toBase64()).decode("ascii"))
 
 
 def save(window) -> bool:
@@ -35,6 +41,9 @@ def save_to(window, path: str) -> bool:
                                                        "file, if any, is unchanged."))
         return False
     window.session_path = path
+    lifecycle = getattr(window, "lifecycle", None)
+    if lifecycle is not None:
+        lifecycle.saved(path)  # clean title, recent files, the autosave no longer needed
     window.statusBar().showMessage(f"Saved {path}", 4000)
     return True
 
@@ -53,7 +62,7 @@ def open_dialog(window) -> None:
     path, _ = QFileDialog.getOpenFileName(window, "Open session", "", f"Lensbench session "
                                           f"(*{SUFFIX});;All files (*)")
     if path:
-        open_path(window, path)
+        window.lifecycle.open_file(path)  # asks first if there is unsaved work
 
 
 def open_path(window, path: str) -> bool:
