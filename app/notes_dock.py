@@ -100,12 +100,14 @@ class NotesBinding(PanelBinding):
     title = "Notes"
     object_name = DOCK_NAME
     tooltip = "Your notes for this session, saved with it (plain text or Markdown)"
+    omit_when_empty = True  # no "notesDock" entry in a session without notes
 
     def create_widget(self) -> QWidget:
         return NotesPanel()
 
     def session_state(self) -> dict:
-        return {"text": self.widget.text()[:MAX_NOTES_CHARS], "preview": self.widget.is_preview()}
+        text, preview = self.widget.text()[:MAX_NOTES_CHARS], self.widget.is_preview()
+        return {"text": text, "preview": preview} if text or preview else {}
 
     def restore_session_state(self, state: dict) -> None:
         if not isinstance(state, dict):

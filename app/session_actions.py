@@ -18,8 +18,19 @@ def content_of(window) -> dict:
         "prompt": window.prompt_editor.prompt(),
         "top_k": window.prompt_editor.top_k.value(),
         "selection": window.controller.selection.to_dict(),
-        "panels": {b.object_name: b.session_state() for b in window.bindings},
+        "panels": _panel_states(window),
     }
+
+
+def _panel_states(window) -> dict:
+    """Every panel's settings; empty notes are left out, so a session without notes is the
+    same file it was before notes existed (lesson sessions, older files)."""
+    states = {}
+    for b in window.bindings:
+        state = b.session_state()
+        if state or not getattr(b, "omit_when_empty", False):
+            states[b.object_name] = state
+    return states
 
 
 def manifest_of(window) -> dict:

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QTabWidget,
     QTextEdit,
+    QWidget,
 )
 
 from app.session_io import SUFFIX
@@ -145,6 +146,7 @@ class SessionLifecycle(QObject):
 
     def _model_loaded(self, info) -> None:
         self.model_name = str(getattr(info, "name", "") or "")
+        self.update_title()  # at once: the title names the model shown
         self.schedule_check()
 
     def _set_input_watch(self, on: bool) -> None:
@@ -199,6 +201,7 @@ class SessionLifecycle(QObject):
             state = panels.get(binding.object_name)
             if isinstance(state, dict):
                 binding.restore_session_state(json.loads(json.dumps(state)))
+        w.notes.restore_session_state({})  # no notes (left out of the defaults when empty)
         w.controller.selection.load_dict(self.defaults.get("selection") or {})
         w.prompt_editor.top_k.setValue(int(self.defaults.get("top_k", 10)))
         w.prompt_editor.set_prompt(DEFAULT_PROMPT)
@@ -217,7 +220,7 @@ class SessionLifecycle(QObject):
 
         w = self.window
         notes = w.notes.session_state()
-        w.notes.restore_session_state({"text": "", "preview": False})  # a file without notes
+        w.notes.restore_session_state({})  # what a file without notes has
         if not open_path(w, path):
             w.notes.restore_session_state(notes)
             return False
@@ -242,7 +245,8 @@ class SessionLifecycle(QObject):
     # -- drag and drop -------------------------------------------------------------------------
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt naming)
         kind = event.type()
-        if self._settling and kind in USER_INPUT:
+        if self._settling and kind in USER_INPUT and isinstance(obj, QWidget) \
+                and obj.window() is self.window:  # not a dialog's (e.g. crash recovery)
             self._user_input = True
         if kind in (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop) \
                 and obj is not QApplication.instance():

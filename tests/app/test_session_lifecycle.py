@@ -320,3 +320,17 @@ def test_notes_dock_fits_a_laptop_screen(qtbot, window, artifacts_dir):
     bar = panel.toolbar.widgetForAction(panel.action_preview)
     assert bar.isVisible() and panel.rect().contains(bar.geometry())
     win.grab().save(str(artifacts_dir / "notes_dock_1366x768.png"))
+
+
+def test_typing_while_an_opened_session_loads_is_kept_as_a_change(qtbot, window, tmp_path):
+    """The content is taken again once the opened session's runs finish (results fill in
+    derived settings), but never over what the user typed meanwhile."""
+    win = window
+    path = tmp_path / "s.lensbench"
+    write_session(win, path, prompt=PROMPT)
+    assert win.lifecycle.open_file(str(path), ask=False)
+    assert win.controller.busy  # its prompt runs
+    qtbot.keyClicks(win.prompt_editor.edit, " typed")
+    qtbot.waitUntil(lambda: not win.controller.busy, timeout=60_000)
+    qtbot.waitUntil(win.isWindowModified, timeout=5000)
+    assert win.lifecycle.is_modified()
