@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         window.resize(w, h)
     from app import startup_trace
 
-    trace = startup_trace.StartupTrace(window) if startup_trace.enabled() else None  # noqa: F841
+    trace = startup_trace.StartupTrace(window) if startup_trace.enabled() else None
     window.show()
     window.prompt_editor.edit.setFocus()
     # Drawn before the worker thread starts importing torch and TransformerLens (seconds).
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.screenshot import save_when_idle
 
         save_when_idle(window, args.screenshot)
-    else:
+    elif trace is None:  # (a timed start-up run measures, it asks nothing)
         from PySide6.QtCore import QTimer
 
         from app import recovery
