@@ -187,9 +187,9 @@ def restore(window, entry: CrashedAutosave) -> bool:
         return False
     window.session_path = None  # saving asks where: never into the autosave folder
     window.lifecycle.mark_recovered()
-    if window.autosaver.save_now() or not window.autosaver.active:
+    if window.autosaver.save_now():
         entry.discard()
-    else:
+    else:  # this window cannot autosave: the crashed copy stays until the work is saved
         entry.release()
     window.statusBar().showMessage("Restored unsaved work; save it with File > Save As…", 8000)
     return True
