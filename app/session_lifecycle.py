@@ -14,6 +14,7 @@ import json
 import os
 
 from PySide6.QtCore import QEvent, QObject, QTimer
+from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractSpinBox,
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPlainTextEdit,
+    QTableWidget,
     QTabWidget,
     QTextEdit,
     QWidget,
@@ -167,8 +169,7 @@ class SessionLifecycle(QObject):
         w.controller.prompt_run.connect(self.schedule_check)
         for binding in w.bindings:
             for child in [binding.widget, *binding.widget.findChildren(QObject)]:
-                signal = _edit_signal(child)
-                if signal is not None:
+                for signal in _edit_signals(child):
                     signal.connect(self.schedule_check)
             for action in binding.edit_actions():  # undo/redo of the plan
                 action.triggered.connect(self.schedule_check)
@@ -259,18 +260,23 @@ class SessionLifecycle(QObject):
         return False
 
 
-def _edit_signal(obj):
-    """The signal by which a control reports a user's edit, for the common Qt controls."""
+def _edit_signals(obj) -> list:
+    """The signals by which a control reports a user's edit, for the common Qt controls."""
+    if isinstance(obj, QUndoStack):  # e.g. the patch plan: every edit is one command
+        return [obj.indexChanged]
+    if isinstance(obj, QTableWidget):  # e.g. the clean/corrupted pairs
+        model = obj.model()
+        return [model.dataChanged, model.rowsInserted, model.rowsRemoved]
     if isinstance(obj, QLineEdit):
-        return obj.textChanged
+        return [obj.textChanged]
     if isinstance(obj, (QPlainTextEdit, QTextEdit)):
-        return None if obj.isReadOnly() else obj.textChanged
+        return [] if obj.isReadOnly() else [obj.textChanged]
     if isinstance(obj, QComboBox):
-        return obj.currentIndexChanged
+        return [obj.currentIndexChanged]
     if isinstance(obj, QAbstractSpinBox) and hasattr(obj, "valueChanged"):
-        return obj.valueChanged
+        return [obj.valueChanged]
     if isinstance(obj, QAbstractButton) and obj.isCheckable():
-        return obj.toggled
+        return [obj.toggled]
     if isinstance(obj, QTabWidget):
-        return obj.currentChanged
-    return None
+        return [obj.currentChanged]
+    return []

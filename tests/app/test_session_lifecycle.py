@@ -334,3 +334,20 @@ def test_typing_while_an_opened_session_loads_is_kept_as_a_change(qtbot, window,
     qtbot.waitUntil(lambda: not win.controller.busy, timeout=60_000)
     qtbot.waitUntil(win.isWindowModified, timeout=5000)
     assert win.lifecycle.is_modified()
+
+
+def test_pairs_and_plan_edits_mark_the_session_and_undo_unmarks(qtbot, window, tmp_path,
+                                                               monkeypatch):
+    win = window
+    save_as(qtbot, win, monkeypatch, tmp_path / "pp.lensbench")
+    patching = next(b for b in win.bindings if b.object_name == "patchingDock").widget
+    win.docks["patchingDock"].raise_()
+    assert not win.isWindowModified()
+    patching.plan.add_items([{"component": "head", "layer": 1, "index": 2, "positions": [],
+                              "mode": "denoise"}])  # what a drop onto the plan does
+    qtbot.waitUntil(win.isWindowModified, timeout=5000)
+    patching.plan.undo_action.trigger()  # Edit > Undo plan change
+    assert patching.plan.items == []
+    qtbot.waitUntil(lambda: not win.isWindowModified(), timeout=5000)
+    patching.set_pair(0, "Alice met Bob", "Alice met Carol", " Bob", " Carol")
+    qtbot.waitUntil(win.isWindowModified, timeout=5000)
