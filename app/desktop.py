@@ -63,6 +63,4 @@ class FileOpenFilter(QObject):
         return super().eventFilter(obj, event)
 
     def _open(self, path: str) -> None:
-        from app.session_actions import open_path
-
-        open_path(self.window, path)
+        self.window.lifecycle.open_file(path)  # asks first if there is unsaved work

@@ -88,18 +88,17 @@ class LessonsBinding(QObject):
 
     def start_lesson(self, index: int) -> bool:
         """Open the lesson's session: the bundled model, the prompt, the panels' settings."""
-        from app.session_actions import open_path
-
-        if not 0 <= index < len(self.lessons):
+        if not 0 <= index < len(self.lessons) or not self.window.lifecycle.maybe_save():
             return False
         if self.widget.current() != index:
             self.widget.picker.setCurrentIndex(index)
         self.observed.results.clear()
         self._passed.pop(index, None)
         lesson = self.lessons[index]
-        ok = open_path(self.window, str(lesson.session_path))
+        # Untitled once open: saving asks where, never into the installed lesson.
+        ok = self.window.lifecycle.open_file(str(lesson.session_path), ask=False,
+                                            untitled=True)
         if ok:
-            self.window.session_path = None  # saving asks where: never into the installed lesson
             if lesson.setup.get("raise"):
                 self._raise(str(lesson.setup["raise"]))
         self.evaluate()
@@ -241,7 +240,4 @@ def install(window) -> LessonsBinding:
 
 
 def _open_example(window, path: str) -> None:
-    from app.session_actions import open_path
-
-    if open_path(window, path):
-        window.session_path = None  # an installed example is never overwritten by Save
+    window.lifecycle.open_file(path, untitled=True)  # never overwritten by Save

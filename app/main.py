@@ -68,16 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         window.resize(w, h)
     from app import startup_trace
 
-    trace = startup_trace.StartupTrace(window) if startup_trace.enabled() else None  # noqa: F841
+    trace = startup_trace.StartupTrace(window) if startup_trace.enabled() else None
     window.show()
     window.prompt_editor.edit.setFocus()
     # Drawn before the worker thread starts importing torch and TransformerLens (seconds).
     app.processEvents()
     opened = False
     if args.session:
-        from app.session_actions import open_path
-
-        opened = open_path(window, args.session)
+        opened = window.lifecycle.open_file(args.session, ask=False)
         if not opened and window.errors.history:  # shown in the window; said here too
             print(f"lensbench: {window.errors.history[-1][1].message}", file=sys.stderr)
     if not opened:  # no session, or a refused one: start as without it
@@ -91,10 +89,19 @@ def main(argv: list[str] | None = None) -> int:
         window.load_model(ModelSpec.parse(args.model, args.device, args.dtype), preview=preview)
         window.prompt_editor.set_prompt(prompt)
         window._run_prompt(prompt, top_k, False)
+        if args.prompt is None:  # a prompt typed on the command line is work worth keeping
+            window.lifecycle.mark_clean(settle=True)
     if args.screenshot:
         from app.screenshot import save_when_idle
 
         save_when_idle(window, args.screenshot)
+    elif trace is None:  # (a timed start-up run measures, it asks nothing)
+        from PySide6.QtCore import QTimer
+
+        from app import recovery
+
+        # Once the window is up: offer back the work of instances that crashed.
+        QTimer.singleShot(0, lambda: recovery.offer_at_start(window))
     return app.exec()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu
 
 from app import help_menu, layout_state
 from app.controller import Controller
@@ -33,7 +33,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         # persist=False (--screenshot, --self-test): never write the autosave or the layout.
         self.persist = persist
-        self.setWindowTitle("Lensbench")
+        self.setWindowTitle("Untitled[*] — Lensbench")
         self.setObjectName("MainWindow")
         self.resize(default_size())
         self.setDockNestingEnabled(True)
@@ -42,7 +42,7 @@ class MainWindow(QMainWindow):
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.controller = controller or Controller(self)
         self.model_spec = ModelSpec()
-        self.session_path: str | None = None
+        self._session_path: str | None = None
         self.prompt_editor = PromptEditor()
         self.setCentralWidget(self.prompt_editor)
         self.status = JobStatusBar(self.controller, self)
@@ -92,31 +92,64 @@ class MainWindow(QMainWindow):
         if restore_layout:
             layout_state.restore_layout(self)
         from app.autosave import Autosaver
+        from app.session_lifecycle import SessionLifecycle
 
-        self.autosaver = Autosaver(self)
-        if not persist:
-            self.autosaver.timer.stop()
+        self.autosaver = Autosaver(self, active=persist)
+        self.lifecycle = SessionLifecycle(self, persist=persist)
         self.prompt_editor.edit.setFocus()  # typing a prompt is the first thing to do
+
+    @property
+    def session_path(self) -> str | None:
+        """The file the session was opened from or saved to; None while untitled."""
+        return self._session_path
+
+    @session_path.setter
+    def session_path(self, path: str | None) -> None:
+        self._session_path = path
+        lifecycle = getattr(self, "lifecycle", None)
+        if lifecycle is not None:
+            lifecycle.refresh()  # the title names the file
 
     # -- menus --------------------------------------------------------------------------------
     def _build_menus(self) -> None:
-        from app import session_actions
+        from app import recent_files, recovery, session_actions
 
         file_menu = self.menuBar().addMenu("&File")
+        self.action_new = QAction("&New session", self, shortcut=QKeySequence.StandardKey.New)
         self.action_open = QAction("&Open session…", self, shortcut=QKeySequence.StandardKey.Open)
+        self.recent_menu = QMenu("Open &recent", self)
+        self.recent_menu.aboutToShow.connect(
+            lambda: recent_files.fill_menu(self.recent_menu, self.lifecycle.open_file))
         self.action_save = QAction("&Save session", self, shortcut=QKeySequence.StandardKey.Save)
         self.action_save_as = QAction("Save session &as…", self,
                                       shortcut=QKeySequence.StandardKey.SaveAs)
+        self.action_new.triggered.connect(lambda: self.lifecycle.new_session())
         self.action_open.triggered.connect(lambda: session_actions.open_dialog(self))
         self.action_save.triggered.connect(lambda: session_actions.save(self))
         self.action_save_as.triggered.connect(lambda: session_actions.save_as_dialog(self))
-        self.action_recover = QAction("&Recover autosaved session", self)
-        self.action_recover.setToolTip("Reopen the session Lensbench saved automatically")
-        self.action_recover.triggered.connect(self._recover_autosave)
+        self.action_recover = QAction("&Recover unsaved work…", self)
+        self.action_recover.setToolTip("Sessions saved automatically before Lensbench closed "
+                                       "without saving them")
+        self.action_recover.triggered.connect(lambda: recovery.recover_action(self))
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
-        for a in (self.action_open, self.action_save, self.action_save_as, self.action_recover):
-            file_menu.addAction(a)
+        file_menu.addAction(self.action_new)
+        file_menu.addAction(self.action_open)
+        file_menu.addMenu(self.recent_menu)
+        file_menu.addSeparator()
+        file_menu.addAction(self.action_save)
+        file_menu.addAction(self.action_save_as)
+        file_menu.addSeparator()
+        from app import script_export
+
+        self.action_export_script = QAction("&Export as Python script…", self)
+        self.action_export_script.setToolTip(
+            "A self-contained TransformerLens 4 script that reruns these analyses and prints the "
+            "same numbers")
+        self.action_export_script.triggered.connect(lambda: script_export.export_dialog(self))
+        file_menu.addAction(self.action_export_script)
+        file_menu.addSeparator()
+        file_menu.addAction(self.action_recover)
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
         edit_menu = self.menuBar().addMenu("&Edit")  # the panels' undoable edits (the plan)
@@ -131,6 +164,9 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
+        from app import notes_dock
+
+        notes_dock.install(self, view_menu)
         view_menu.addSeparator()
         self.action_reset_layout = QAction("&Reset layout", self)
         self.action_reset_layout.triggered.connect(self.reset_layout)
@@ -194,7 +230,6 @@ class MainWindow(QMainWindow):
     def _model_loaded(self, info) -> None:
         """A new model: every panel has dropped the old one's results; run the prompt again."""
         self.prompt_editor.set_bos(info.default_prepend_bos, None)
-        self.setWindowTitle(f"Lensbench — {info.name}")
         pending, self._pending_run = self._pending_run, None
         prompt, truncate = pending or (self.controller.selection.prompt, False)
         if prompt.strip():
@@ -210,21 +245,13 @@ class MainWindow(QMainWindow):
             self.prompt_editor.clear_message()
             self.controller.run_prompt(*pending)
 
-    def _recover_autosave(self) -> None:
-        from app.autosave import autosave_path
-        from app.session_actions import open_path
-
-        path = autosave_path()
-        if path.is_file():
-            open_path(self, str(path))
-            self.session_path = None  # saving again asks where, never overwrites the autosave
-        else:
-            self.statusBar().showMessage("There is no autosaved session.", 4000)
-
     def closeEvent(self, event) -> None:
+        if not self.lifecycle.confirm_close():  # Cancel keeps the window and the work
+            event.ignore()
+            return
         if self.persist:
-            self.autosaver.save_now()
             layout_state.save_layout(self)
+        self.autosaver.finish()  # a clean exit: its autosave and lock go
         self.controller.shutdown()
         self.sig_closed.emit()
         super().closeEvent(event)

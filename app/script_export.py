@@ -64,7 +64,7 @@ class ScriptSpec:
 def spec_of(window) -> ScriptSpec:
     """The current window's model, prompt, BOS policy and each panel's analysis settings."""
     info = window.controller.model_info
-    spec = window.model_spec
+    spec = window.controller.session_spec(window.model_spec)  # loaded or loading, not refused
     folder = info.folder if info is not None and info.folder else spec.name
     bos = window.controller.prepend_bos
     if bos is None:

@@ -14,16 +14,33 @@ from engine.model_sources import ModelSpec, check_spec
 from engine.safe_files import clip
 
 
-def manifest_of(window) -> dict:
+def content_of(window) -> dict:
+    """The session's work (model, prompt, selection, every panel's settings and the notes):
+    what a session file keeps, and what "modified" compares, without the dock layout."""
     return {
         # The loaded (or loading) model, never one whose load was refused or failed.
         "model": asdict(window.controller.session_spec(window.model_spec)),
         "prompt": window.prompt_editor.prompt(),
         "top_k": window.prompt_editor.top_k.value(),
         "selection": window.controller.selection.to_dict(),
-        "panels": {b.object_name: b.session_state() for b in window.bindings},
-        "window_state": bytes(window.saveState(1).toBase64()).decode("ascii"),
+        "panels": _panel_states(window),
     }
+
+
+def _panel_states(window) -> dict:
+    """Every panel's settings; empty notes are left out, so a session without notes is the
+    same file it was before notes existed (lesson sessions, older files)."""
+    states = {}
+    for b in window.bindings:
+        state = b.session_state()
+        if state or not getattr(b, "omit_when_empty", False):
+            states[b.object_name] = state
+    return states
+
+
+def manifest_of(window) -> dict:
+    return dict(content_of(window),
+                window_state=bytes(window.saveState(1).toBase64()).decode("ascii"))
 
 
 def save(window) -> bool:
@@ -49,6 +66,9 @@ def save_to(window, path: str) -> bool:
                                                   "unchanged. Save it somewhere else."))
         return False
     window.session_path = path
+    lifecycle = getattr(window, "lifecycle", None)
+    if lifecycle is not None:
+        lifecycle.saved(path)  # clean title, recent files, the autosave no longer needed
     window.statusBar().showMessage(f"Saved {path}", 4000)
     return True
 
@@ -67,7 +87,7 @@ def open_dialog(window) -> None:
     path, _ = QFileDialog.getOpenFileName(window, "Open session", "", f"Lensbench session "
                                           f"(*{SUFFIX});;All files (*)")
     if path:
-        open_path(window, path)
+        window.lifecycle.open_file(path)  # asks first if there is unsaved work
 
 
 def open_path(window, path: str) -> bool:
@@ -94,7 +114,7 @@ def open_path(window, path: str) -> bool:
     except Exception as exc:  # last defence: put the previous session back
         from engine.errors import ErrorInfo
 
-        states = {b: before["panels"][b.object_name] for b in window.bindings}
+        states = {b: before["panels"].get(b.object_name, {}) for b in window.bindings}
         try:
             _apply(window, _Opened(before_path, _spec_of(before), before, states), load=False)
         except Exception:  # noqa: S110 (the first failure is the one to report)

@@ -67,11 +67,13 @@ class StartupTrace(QObject):
         if binding.widget._result is not binding.early:  # TransformerLens's own
             self.done = True
             _say("tl_prediction")
+            self.window.lifecycle.mark_clean()  # a measurement run: nothing to save or ask
             self.window.close()
             QApplication.instance().quit()
 
     def _failed(self, info) -> None:
         _say("failed")
         print(info.message, flush=True)
+        self.window.lifecycle.mark_clean()
         self.window.close()
         QApplication.instance().quit()

@@ -5,6 +5,25 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def unsaved_answer(monkeypatch):
+    """A test never blocks on the "Save changes?" box: it answers Discard (closing a test's
+    window must not wait for a click) and records each question. Tests of the question itself
+    set ``answers`` or put back ``app.session_lifecycle.ask_unsaved`` and click the real box."""
+    import app.session_lifecycle as lifecycle
+
+    asked: list[str] = []
+    answers: list[str] = []
+
+    def ask(window) -> str:
+        asked.append(window.lifecycle.display_name())
+        return answers.pop(0) if answers else "discard"
+
+    ask.asked, ask.answers, ask.real = asked, answers, lifecycle.ask_unsaved
+    monkeypatch.setattr(lifecycle, "ask_unsaved", ask)
+    return ask
+
+
 @pytest.fixture()
 def window(qtbot, tiny_gpt2_dir):
     """A shown main window with the tiny model loaded. Closing it must join the worker thread."""

@@ -84,18 +84,19 @@ def test_opening_garbage_keeps_the_session(qtbot, window, tmp_path):
 
 
 def test_autosave_goes_to_app_data_and_recovers(qtbot, window):
-    from app.autosave import autosave_path
+    """Each instance autosaves into its own file in the app-data folder; File > Recover offers
+    only the autosaves of instances that are gone (tests/app/test_recovery.py restores one)."""
+    import os
+
+    from app.recovery import crashed_autosaves
 
     window.prompt_editor.edit.setPlainText("autosaved prompt")
     assert window.autosaver.save_now()
-    path = autosave_path()
-    import os
-
-    assert path.is_file()
+    path = window.autosaver.path
+    assert path.is_file() and path.parent.name == "autosave"
     assert str(path).startswith(os.environ["XDG_DATA_HOME"])  # the platform's app-data folder
-    window.prompt_editor.edit.setPlainText("changed")
-    with qtbot.waitSignal(window.controller.busy_changed, timeout=60_000,
-                          check_params_cb=lambda busy: busy is False):
-        window.action_recover.trigger()
+    assert load_session(path)[0]["prompt"] == "autosaved prompt"
+    assert path not in [c.path for c in crashed_autosaves()]  # this instance is alive
+    window.action_recover.trigger()  # nothing crashed: says so, changes nothing
+    assert "no unsaved work" in window.statusBar().currentMessage()
     assert window.prompt_editor.prompt() == "autosaved prompt"
-    assert window.session_path is None

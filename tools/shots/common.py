@@ -32,7 +32,7 @@ def open_window(model: str, width: int, height: int):
     from engine.model_sources import ModelSpec
 
     app = QApplication.instance() or QApplication([])
-    win = MainWindow(restore_layout=False)
+    win = MainWindow(restore_layout=False, persist=False)  # screenshots leave no trace
     win.resize(width, height)
     win.show()
     loaded, errors = [], []
