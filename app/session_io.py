@@ -19,7 +19,10 @@ from safetensors.numpy import save as st_save
 
 from engine.safe_files import UnsafeFile, clip, read_regular_file
 
-SCHEMA_VERSION = 1
+# 1: settings only (model, prompt, selection, panel states, layout).
+# 2: + computed results with the model's fingerprint ("results", app.session_results) and the
+#    notes dock's text (panels.notesDock).
+SCHEMA_VERSION = 2
 SUFFIX = ".lensbench"
 MAX_FILE_BYTES = 512 * 2**20
 MAX_MANIFEST_CHARS = 4 * 2**20
@@ -170,6 +173,19 @@ def load_session(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     return migrate(manifest), arrays
 
 
+def _v1_to_v2(manifest: dict) -> dict:
+    """Version 2 only added keys (results, notes); a version-1 file has neither, and its
+    "results" key, should one be there, is not a version-1 thing: dropped, never trusted."""
+    out = {k: v for k, v in manifest.items() if k != "results"}
+    out["schema_version"] = 2
+    return out
+
+
+MIGRATIONS = {1: _v1_to_v2}  # version -> the step to the next version
+
+
 def migrate(manifest: dict) -> dict:
-    """Bring an old manifest up to SCHEMA_VERSION one step at a time (only v1 exists so far)."""
+    """Bring an old manifest up to SCHEMA_VERSION one step at a time."""
+    while manifest.get("schema_version", SCHEMA_VERSION) < SCHEMA_VERSION:
+        manifest = MIGRATIONS[manifest["schema_version"]](manifest)
     return manifest
