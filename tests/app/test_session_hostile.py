@@ -447,3 +447,41 @@ def test_error_box_clips_any_long_text(window):
     # wrapped inside the box (Qt caps its width), not cut off at its edge (was 800x14098 px)
     assert box.width() <= 1000 and box.height() < 1500
     assert box.findChild(QLabel, "qt_msgbox_label").height() > 100
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_type_swapped_results_never_raise(qtbot, window, tmp_path, data):
+    """Saved results (the version-2 fixture's, marked as this model's so they are decoded and
+    drawn) with one value anywhere in their tree replaced: the file is refused with a clear
+    message, or it opens and every panel shows a result or computes one; nothing raises."""
+    fixture = ROOT / "tests" / "fixtures" / "sessions" / "v2.lensbench"
+    _saved, arrays = load_session(fixture)
+    manifest = _valid(window)
+    manifest["prompt"] = manifest["selection"]["prompt"] = ""
+    results = json.loads(json.dumps(_saved["results"]))
+    results["fingerprint"] = window.controller.model_info.fingerprint
+    paths = list(_paths(results))[1:]
+    target = data.draw(st.sampled_from(paths), label="field")
+    node = results
+    for k in target[:-1]:
+        node = node[k]
+    node[target[-1]] = data.draw(JSON_VALUES, label="value")
+    manifest["results"] = results
+    path = tmp_path / "results.lensbench"
+    try:
+        save_session(path, manifest, arrays)
+    except (TypeError, ValueError):  # JSON cannot hold what was drawn (e.g. a NaN key)
+        return
+    win = window
+    win.session_path = "previous"
+    before = _snapshot(win)
+    if win.errors.box is not None:
+        win.errors.box.close()
+    if not open_path(win, str(path)):
+        assert _snapshot(win) == before
+        assert not any(p in win.errors.visible_text for p in PYTHON_TEXT)
+        return
+    qtbot.waitUntil(lambda: not win.controller.busy, timeout=60_000)
+    assert win.session_path == str(path)
