@@ -85,3 +85,28 @@ def family_host(tmp_path_factory):
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+# -- leaving ----------------------------------------------------------------------------------------
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+def pytest_unconfigure(config) -> None:
+    """After the summary is printed, leave as the app does (app.main.run): PySide's atexit pass
+    deletes the Python-owned Qt objects left from hundreds of windows in no particular order, and
+    a pyqtgraph item's Python override running mid-destruction can crash shiboken, turning a
+    green run into exit code 139. Only when Qt was used, and only for the whole session."""
+    if not _EXIT_STATUS or "PySide6.QtWidgets" not in sys.modules:
+        return
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(_EXIT_STATUS[-1])
