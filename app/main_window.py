@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QVBoxLayout, QWidget
 
 from app import help_menu, layout_state
 from app.controller import Controller
@@ -60,7 +60,15 @@ class MainWindow(QMainWindow):
             # screens, many docks side by side); the panel scrolls instead of forcing the width.
             scroll = PanelScrollArea(binding.widget)
             scroll.setObjectName(binding.object_name + "Scroll")
-            dock.setWidget(scroll)
+            # Above it, the panel's notice bar (hidden until the panel has something to say).
+            holder = QWidget()
+            holder.setObjectName(binding.object_name + "Holder")
+            column = QVBoxLayout(holder)
+            column.setContentsMargins(0, 0, 0, 0)
+            column.setSpacing(0)
+            column.addWidget(binding.notice)
+            column.addWidget(scroll, 1)
+            dock.setWidget(holder)
             dock.setToolTip(binding.tooltip)
             dock.visibilityChanged.connect(binding.set_on_screen)
             # By default each dock area is one tab group, so every panel gets the full width;

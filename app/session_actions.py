@@ -195,9 +195,13 @@ def _apply(window, opened: _Opened, load: bool = True) -> None:
         window.load_model(opened.spec)
     from app.session_results import restore
 
-    restore(window, manifest, opened.arrays)  # shown once that model is loaded, if it matches
+    # Shown once that model is loaded, if it matches: now, if it is loaded already, but only
+    # after the prompt's run (which the panels getting results back skip).
+    show_now = restore(window, manifest, opened.arrays)
     if prompt.strip():  # after the load, if one was started (never queued behind it)
         window._run_prompt(prompt, window.prompt_editor.top_k.value(), False)
+    if show_now is not None:
+        show_now()
 
 
 def _info(message: str, hint: str):

@@ -9,8 +9,8 @@ a name from the file is only ever a key of ``CLASSES``, never imported).
 
 On open the results wait for the model: they are shown only if the loaded model has the same
 weights fingerprint (engine.fingerprint) as the one they were computed on. The panels that get
-results back skip the prompt's automatic rerun; if the model differs they compute afresh and the
-user is told why the saved numbers are not shown.
+results back skip the prompt's automatic rerun; if the model differs, each panel says why its
+saved numbers are not shown and offers to recompute them (its notice bar).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ CLASSES = {
     "PromptResult": ("engine.prompt_result", "PromptResult"),
     "AttributionResult": ("engine.attribution", "AttributionResult"),
     "SweepResult": ("engine.patching", "SweepResult"),
+    "PinnedAttention": ("engine.attention_pins", "PinnedAttention"),
     "PlanResult": ("engine.patch_plan", "PlanResult"),
     "PathPatchResult": ("engine.path_patching", "PathPatchResult"),
     "InductionResult": ("engine.induction", "InductionResult"),
@@ -150,6 +151,19 @@ def expect(results: dict, key: str, class_name: str):
     return value
 
 
+def int_pairs(value) -> tuple[tuple[int, int], ...]:
+    """(layer, head) pairs from a decoded result (hostile data: anything else gives ())."""
+    if not isinstance(value, (tuple, list)):
+        return ()
+    out = []
+    for item in value[:4096]:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in item)):
+            return ()
+        out.append((int(item[0]), int(item[1])))
+    return tuple(out)
+
+
 def problem(saved: object, arrays: dict[str, np.ndarray]) -> str | None:
     """Why a file's "results" entry cannot be used, or None: checked before the file changes
     anything (the panels' own checks come when they are shown). Imports nothing."""
@@ -216,22 +230,23 @@ def versions() -> dict[str, str]:
 
 
 # -- opening --------------------------------------------------------------------------------------
-def restore(window, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Show the file's results once the model they belong to is loaded (now, if it is)."""
+def restore(window, manifest: dict, arrays: dict[str, np.ndarray]):
+    """Show the file's results once the model they belong to is loaded. If it is loaded now,
+    returns the function that shows them, for the caller to call once the session's prompt has
+    been run (the panels that get results back skip that run); else None."""
     saved = manifest.get("results")
     if not isinstance(saved, dict) or not isinstance(saved.get("panels"), dict):
-        return
+        return None
     bindings = {b.object_name: b for b in window.bindings}
     names = [n for n in saved["panels"] if n in bindings]
     if not names:
-        return
+        return None
     prompt = str(manifest.get("prompt", ""))
     for name in names:
         bindings[name].restored_prompt = prompt  # the automatic rerun of that prompt is skipped
     controller = window.controller
     if not controller.loading and controller.model_info is not None:
-        _apply(window, saved, arrays, names)
-        return
+        return lambda: _apply(window, saved, arrays, names)
 
     def loaded(_info) -> None:
         done()
@@ -248,6 +263,7 @@ def restore(window, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
 
     controller.model_loaded.connect(loaded)
     controller.model_failed.connect(failed)
+    return None
 
 
 def _apply(window, saved: dict, arrays: dict, names: list[str]) -> None:
@@ -264,20 +280,31 @@ def _apply(window, saved: dict, arrays: dict, names: list[str]) -> None:
         if prompt is None:
             continue  # another prompt ran meanwhile: the saved results are not current
         binding.restored_prompt = None
-        if not why:
-            try:
-                data = saved["panels"][name]
-                if not isinstance(data, dict):
-                    raise ResultsError("The saved results are malformed.")
-                binding.restore_results({str(k): decode(v, arrays) for k, v in data.items()})
-                continue
-            except Exception:  # noqa: BLE001 - hostile data the panel cannot show: recompute
-                failed.append(binding.title)
+        try:
+            data = saved["panels"][name]
+            if not isinstance(data, dict):
+                raise ResultsError("The saved results are malformed.")
+            results = {str(k): decode(v, arrays) for k, v in data.items()}
+        except Exception:  # noqa: BLE001 - hostile data: the panel's own analysis of the prompt
+            results = None
+        if why:
+            # Not shown (a number on screen belongs to the loaded model): say so, and offer to
+            # compute the same analyses afresh rather than spending minutes unasked.
+            binding.offer_recompute(f"The session's results for this panel are not shown: "
+                                    f"{why}.", results or {}, prompt)
+            continue
+        try:
+            if results is None:
+                raise ResultsError("The saved results are malformed.")
+            binding.restore_results(results)
+            continue
+        except Exception:  # noqa: BLE001 - results the panel cannot show: recompute
+            failed.append(binding.title)
         if prompt:
             binding.on_prompt_run(prompt, False)  # compute what the file's numbers would have been
     if why:
-        window.statusBar().showMessage(f"The session's saved results are not shown: {why}. The "
-                                       "panels show results computed now.", 15000)
+        window.statusBar().showMessage(f"The session's saved results are not shown: {why}. "
+                                       "Each panel offers to recompute them.", 15000)
     elif failed:
         window.statusBar().showMessage("Some saved results could not be shown (" +
                                        ", ".join(failed) + "); they were computed again.", 15000)

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from widgets.component_palette import component_mime
 from widgets.heatmap import COLORMAPS, HeatmapView, block_max, mosaic
+from widgets.pinned_heads import PinnedHeads
 from widgets.token_strip import TokenStrip, visible
 
 GRID_TILE = 64  # max pixels per tile when every layer is shown
@@ -50,6 +51,7 @@ class AttentionPanel(QWidget):
     sig_scores_needed = Signal()  # the user asked for scores the result does not hold
     sig_export_requested = Signal(str)  # one of EXPORTS' keys
     sig_keep_toggled = Signal(str, bool)  # prompt label, keep it in the batch
+    sig_pins_changed = Signal(object)  # list of (layer, head): the user pinned or unpinned one
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -65,6 +67,7 @@ class AttentionPanel(QWidget):
         self._grid_geom: dict = {}
         self._strip_values = np.zeros(0)
         self._idle_text = "Run a prompt to see every head's attention."
+        self._wanted_layer_view: int | None = None  # a session's layer view, until it exists
         self._build()
 
     # -- construction ----------------------------------------------------------------------------
@@ -127,6 +130,8 @@ class AttentionPanel(QWidget):
         row2.addWidget(self.scale_combo)
         row2.addWidget(self.cmap_combo)
         row2.addWidget(self.bos_check)
+        self.pins = PinnedHeads()
+        row2.addWidget(self.pins)
         row2.addStretch(1)
 
         self.message = QLabel()
@@ -187,7 +192,9 @@ class AttentionPanel(QWidget):
         self.cmap_combo.currentTextChanged.connect(self._cmap_changed)
         self.scale_combo.currentIndexChanged.connect(lambda _: self.redraw())
         self.bos_check.toggled.connect(lambda _: self.redraw())
-        self.layer_combo.currentIndexChanged.connect(lambda _: self._draw_grid())
+        self.layer_combo.currentIndexChanged.connect(self._layer_view_changed)
+        self.pins.sig_focus.connect(self._pin_focused)
+        self.pins.sig_changed.connect(self._pins_changed)
         self.grid.sig_cell_clicked.connect(self._grid_clicked)
         self.grid.set_tooltip_fn(self._grid_tooltip)
         self.focused.set_tooltip_fn(self._focused_tooltip)
@@ -227,17 +234,22 @@ class AttentionPanel(QWidget):
         self.item_combo.blockSignals(False)
         self.layer_combo.blockSignals(True)
         previous = self.layer_combo.currentData()
+        if self._wanted_layer_view is not None:
+            previous = self._wanted_layer_view
         self.layer_combo.clear()
         self.layer_combo.addItem("All layers", -1)
         for layer in result.layers:
             self.layer_combo.addItem(f"Layer {layer} larger", layer)
         idx = self.layer_combo.findData(previous)
         self.layer_combo.setCurrentIndex(max(idx, 0))
+        if idx >= 0:
+            self._wanted_layer_view = None
         self.layer_combo.blockSignals(False)
         if self._layer not in result.layers:
             self._layer = result.layers[0]
         if self._head >= result.n_heads:
             self._head = 0
+        self.pins.set_focused(self._layer, self._head)
         self.export_button.setEnabled(True)
         self._sync_keep()
         self.redraw(reset_view=True)
@@ -272,9 +284,12 @@ class AttentionPanel(QWidget):
         """Focus a head (from the shared selection); emits nothing."""
         if head < 0:
             head = self._head  # a whole layer was selected: keep the head
-        self._layer, self._head = layer, head
         r = self._result
-        if r is not None and layer in r.layers and 0 <= head < r.n_heads:
+        if r is not None and not (layer in r.layers and 0 <= head < r.n_heads):
+            return  # a head this result does not hold (a subset of layers): keep the focus
+        self._layer, self._head = layer, head
+        self.pins.set_focused(layer, head)
+        if r is not None:
             self._draw_grid_outline()
             self._draw_focused(reset_view=False)
 
@@ -423,6 +438,7 @@ class AttentionPanel(QWidget):
 
     def _draw_grid_outline(self) -> None:
         geom = self._grid_geom
+        self._draw_pins()
         if not geom or self._layer not in geom["layers"]:
             self.grid.set_overlay("focus", None)
             return
@@ -431,6 +447,24 @@ class AttentionPanel(QWidget):
         pad = 0.04
         self.grid.set_overlay("focus", (self._head - pad, r - pad, f + 2 * pad, f + 2 * pad),
                               "#e4002b", width=2.5)
+
+    def _draw_pins(self) -> None:
+        """An amber frame around each pinned head's tile."""
+        geom = self._grid_geom
+        pinned = set(self.pins.pinned())
+        for key in [k for k in self.grid.overlay_keys() if k.startswith("pin ")]:
+            if key not in {f"pin {la} {h}" for la, h in pinned}:
+                self.grid.set_overlay(key, None)
+        if not geom:
+            return
+        f = geom["fraction"]
+        for layer, head in pinned:
+            key = f"pin {layer} {head}"
+            if layer in geom["layers"] and head < geom["n_heads"]:
+                r = geom["layers"].index(layer)
+                self.grid.set_overlay(key, (head, r, f, f), "#f0a000", width=2.0)
+            else:
+                self.grid.set_overlay(key, None)
 
     def _draw_focused(self, reset_view: bool = False) -> None:
         it = self.item()
@@ -608,6 +642,35 @@ class AttentionPanel(QWidget):
             self.show_error("This model exposes no pre-softmax scores (hook_attn_scores); "
                             "showing the pattern.")
         self.redraw()
+
+    def layer_view(self) -> int:
+        """The layer shown larger, or -1 for every layer."""
+        data = self.layer_combo.currentData()
+        if self._wanted_layer_view is not None:
+            return self._wanted_layer_view
+        return -1 if data is None else int(data)
+
+    def set_layer_view(self, layer: int) -> None:
+        """Show one layer larger (-1: all); kept until a result has that layer."""
+        idx = self.layer_combo.findData(layer)
+        if idx >= 0:
+            self._wanted_layer_view = None
+            self.layer_combo.setCurrentIndex(idx)
+        else:
+            self._wanted_layer_view = int(layer)
+
+    def _layer_view_changed(self, _index: int) -> None:
+        self._wanted_layer_view = None
+        self._draw_grid()
+
+    def _pin_focused(self, layer: int, head: int) -> None:
+        self.set_head(layer, head)
+        if self._layer == layer and self._head == head:
+            self.sig_head_clicked.emit(layer, head)
+
+    def _pins_changed(self, heads) -> None:
+        self._draw_pins()
+        self.sig_pins_changed.emit(heads)
 
     def _cmap_changed(self, name: str) -> None:
         self.grid.set_colormap(name)

@@ -309,6 +309,9 @@ class HeatmapView(QWidget):
             self.view.setRange(QRectF(0, 0, cols, rows), padding=0.02)
 
     # -- overlays (row/column highlight, outlines) ---------------------------------------------------
+    def overlay_keys(self) -> list[str]:
+        return list(self._overlays)
+
     def set_overlay(self, key: str, rect: tuple[float, float, float, float] | None,
                     color: QColor | str = "#ffffff", fill_alpha: int = 0, width: float = 2.0):
         """Draw (or remove with None) a named rectangle in data coordinates."""

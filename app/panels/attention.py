@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from app.exports import export_figure, figure_title, write_csv
 from app.panels.base import PanelBinding
-from app.session_schema import Bool, List, Obj, Opt, Str
+from app.session_schema import Bool, Int, List, Obj, Opt, Str
 from widgets.attention_panel import AttentionPanel
 from widgets.token_strip import visible
 
@@ -27,7 +27,9 @@ class AttentionBinding(PanelBinding):
     title = "Attention"
     object_name = "attentionDock"
     state_schema = Obj({"mode": Opt(Str(64)), "colormap": Str(64), "scale": Opt(Str(64)),
-                        "hide_bos": Bool(), "kept": List(Str(1000), 256)})
+                        "hide_bos": Bool(), "kept": List(Str(1000), 256),
+                        "layer_view": Int(-1, 100_000),
+                        "pinned": List(List(Int(0, 100_000), length=2), 64)})
     area = Qt.DockWidgetArea.BottomDockWidgetArea
     tab_with = "attributionDock"  # big plots share the bottom tab group
     tooltip = "Attention patterns of every head, and one head in detail"
@@ -129,6 +131,9 @@ class AttentionBinding(PanelBinding):
         return False
 
     def on_model_loaded(self, info) -> None:
+        # Pins of heads this model has stay (the same study on a fine-tune); others go.
+        self.widget.pins.set_pinned([(la, h) for la, h in self.widget.pins.pinned()
+                                     if la < info.n_layers and h < info.n_heads])
         self.kept.clear()
         self.widget.set_kept([])
         self._last = self._pending = None
@@ -202,7 +207,8 @@ class AttentionBinding(PanelBinding):
         p = self.widget
         return {"mode": p.mode(), "colormap": p.cmap_combo.currentText(),
                 "scale": p.scale_combo.currentData(), "hide_bos": p.bos_check.isChecked(),
-                "kept": list(self.kept)}
+                "kept": list(self.kept), "layer_view": p.layer_view(),
+                "pinned": [list(h) for h in p.pins.pinned()]}
 
     def restore_session_state(self, state: dict) -> None:
         p = self.widget
@@ -216,3 +222,32 @@ class AttentionBinding(PanelBinding):
         p.bos_check.setChecked(bool(state.get("hide_bos", False)))
         self.kept = [str(s) for s in state.get("kept", []) if isinstance(s, str)][:16]
         p.set_kept(self.kept)
+        p.set_layer_view(int(state.get("layer_view", -1)))
+        p.pins.set_pinned(tuple(h) for h in state.get("pinned", []))
+        p.set_head(*p.focused_head())  # redraw the pins' frames
+
+    def session_results(self) -> dict:
+        """The pinned heads' patterns (float16) on the prompts shown: not every head's."""
+        from engine.attention_pins import pin
+
+        pinned = self.widget.pins.pinned()
+        result = self.widget.result()
+        if not pinned or result is None:
+            return {}
+        return {"pinned": pin(result, pinned)}
+
+    def restore_results(self, results: dict) -> None:
+        from app.session_results import expect
+        from engine.attention import AttentionRequest
+        from engine.attention_pins import unpin
+
+        saved = expect(results, "pinned", "PinnedAttention")
+        info = self.controller.model_info
+        if saved is None or info is None:
+            return
+        result = unpin(saved, info.n_layers)
+        # Running again (scores, say) computes every head on exactly these tokens.
+        self._last = AttentionRequest(token_ids=tuple(tuple(int(t) for t in it.token_ids)
+                                                      for it in result.items),
+                                      labels=tuple(it.label for it in result.items))
+        self._show(result)

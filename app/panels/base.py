@@ -31,6 +31,13 @@ class PanelBinding(QObject):
         # its automatic rerun is skipped; any other prompt clears it.
         self.restored_prompt: str | None = None
         self.widget: QWidget = self.create_widget()
+        # A bar above the panel (the main window puts it there) for what the panel's results
+        # cannot say themselves: e.g. a session's saved results belong to another model.
+        from widgets.notice_bar import NoticeBar
+
+        self.notice = NoticeBar()
+        self.notice.sig_action.connect(self._notice_action)
+        self._on_notice = None
         # Right-click anywhere the panel's own controls leave the menu to it: Copy as code
         # (analysis panels only: a text panel keeps its own menu).
         from app.script_export import PANEL_SECTIONS
@@ -41,6 +48,7 @@ class PanelBinding(QObject):
         controller.prompt_run.connect(self._prompt_run)
         controller.model_loaded.connect(self.on_model_loaded)
         controller.model_failed.connect(self._model_failed)
+        controller.model_loaded.connect(lambda _info: self.notice.dismiss())
 
     def create_widget(self) -> QWidget:
         raise NotImplementedError
@@ -66,6 +74,7 @@ class PanelBinding(QObject):
         return action
 
     def _prompt_run(self, prompt: str, truncate: bool) -> None:
+        self.notice.dismiss()  # what it said was about results this run replaces
         if self.restored_prompt is not None:
             if prompt == self.restored_prompt and not truncate:
                 return
@@ -130,3 +139,21 @@ class PanelBinding(QObject):
 
     def restore_results(self, results: dict) -> None:
         """Show results saved by ``session_results`` (checked to be of this model)."""
+
+    def offer_recompute(self, text: str, results: dict, prompt: str) -> None:
+        """Saved ``results`` cannot be shown (``text`` says why): show nothing of them, and offer
+        to compute the same analyses on the loaded model."""
+        self._on_notice = lambda: self.recompute(results, prompt)
+        self.notice.show_notice(text, "Recompute", "Run this panel's saved analyses again on "
+                                "the loaded model, with the session's prompts and settings")
+
+    def recompute(self, results: dict, prompt: str) -> None:
+        """Compute again what ``results`` (decoded from a session) showed: by default the
+        panel's analysis of ``prompt``; panels whose results need more say so."""
+        if prompt:
+            self.on_prompt_run(prompt, False)
+
+    def _notice_action(self) -> None:
+        action, self._on_notice = self._on_notice, None
+        if action is not None:
+            action()

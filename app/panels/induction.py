@@ -54,6 +54,7 @@ class InductionBinding(PanelBinding):
         self.ablation = None
         self._truncate = False
         self._rescan_on_show = False
+        self._ablate_after: dict | None = None  # an ablation to run once a recomputed scan is in
         return panel
 
     # -- jobs ------------------------------------------------------------------------------------
@@ -77,6 +78,7 @@ class InductionBinding(PanelBinding):
                 self.scan(self.widget.settings())
 
     def on_model_loaded(self, info) -> None:
+        self._ablate_after = None
         self.result = None
         self.ablation = None
         self._rescan_on_show = False
@@ -145,11 +147,33 @@ class InductionBinding(PanelBinding):
             if ablation is not None:
                 self._show_ablation(ablation)
 
+    def recompute(self, results: dict, prompt: str) -> None:
+        """Scan again with the session's settings; then, if the session had an ablation, ablate
+        the same heads the same way."""
+        from engine.induction import AblationResult
+
+        ablation = results.get("ablation")
+        self._ablate_after = None
+        if isinstance(ablation, AblationResult) and ablation.mode in ("zero", "mean"):
+            from app.session_results import int_pairs
+
+            heads = int_pairs(ablation.heads)
+            controls = ablation.control_heads
+            if heads:
+                self._ablate_after = {
+                    "heads": heads, "mode": ablation.mode,
+                    "control_sets": len(controls) if isinstance(controls, tuple) else 0,
+                    "control_seed": self.widget.control_seed.value()}
+        self.scan(self.widget.settings())
+
     def _show(self, result) -> None:
         self.result = result
         self.ablation = None
         self.widget.set_busy(False)
         self.widget.set_result(result)
+        settings, self._ablate_after = self._ablate_after, None
+        if settings is not None:
+            self.ablate(settings)
 
     def _show_ablation(self, result) -> None:
         self.ablation = result
@@ -157,6 +181,7 @@ class InductionBinding(PanelBinding):
         self.widget.set_ablation(result)
 
     def _cancelled(self) -> None:
+        self._ablate_after = None
         self.widget.set_busy(False)
         self.widget.set_cancelled()
 

@@ -208,6 +208,30 @@ class PatchingBinding(PanelBinding):
         if index >= 0:
             w.view_combo.setCurrentIndex(index)
 
+    def recompute(self, results: dict, prompt: str) -> None:
+        """Run again the sweeps, estimate, path patching and plan a session saved (on another
+        model), with the session's pairs, metric and plan."""
+        from app.session_results import int_pairs
+        from engine.patching import SweepResult
+        from engine.path_patching import PathPatchResult
+
+        w = self.widget
+        exact, estimate = results.get("exact"), results.get("estimate")
+        if isinstance(exact, SweepResult) and isinstance(exact.kind, str):
+            index = w.sweep_combo.findData(exact.kind)
+            if index >= 0:
+                w.sweep_combo.setCurrentIndex(index)
+            self.run_sweep(exact.kind)
+        if isinstance(estimate, SweepResult) and isinstance(estimate.kind, str):
+            self.estimate(estimate.kind)
+        path = results.get("path")
+        if isinstance(path, PathPatchResult) and isinstance(path.component, str):
+            senders = int_pairs(path.senders)
+            if senders:
+                self.path_patch(senders, path.component)
+        if results.get("plan") is not None and w.plan.items:
+            self.run_plan(w.plan.items)
+
     def _show(self, result) -> None:
         self.widget.set_sweep_result(result)
         self.widget.set_busy(False)
@@ -312,3 +336,4 @@ class PatchingBinding(PanelBinding):
         if isinstance(plan, list):
             self.widget.plan.set_items([d for d in plan if isinstance(d, dict)
                                         and isinstance(d.get("component"), str)])
+

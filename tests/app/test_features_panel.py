@@ -13,6 +13,7 @@ import torch
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QFileDialog
 
+from app.dock_scroll import PanelScrollArea
 from engine.jobs import Context
 from engine.sae_io import get_sae
 from engine.sae_prompt import PromptFeaturesRequest, run_prompt_features
@@ -390,7 +391,7 @@ def test_every_features_tab_fits_1366x768(qtbot, window, sae_folder, text_file, 
         click(qtbot, button)
         wait_idle(qtbot, window)
     dock = window.docks["featuresDock"]
-    scroll = dock.widget()
+    scroll = dock.findChild(PanelScrollArea)
     main_view = {0: lambda: panel.dashboard.contexts, 1: lambda: panel.attribution.heatmap,
                  2: lambda: panel.intervene.table, 3: lambda: panel.train.curves}
     for tab in range(panel.tabs.count()):

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QSlider,
 )
 
+from app.dock_scroll import PanelScrollArea
 from tests.app.conftest import run_prompt_and_wait
 
 PROMPT = "When John and Mary went to the store, John gave a drink to"
@@ -129,7 +130,7 @@ def test_every_panel_fits_1366x768(qtbot, window, artifacts_dir):
     for name, dock in window.docks.items():
         dock.raise_()
         _settle(qtbot, window)
-        scroll, panel = dock.widget(), _binding(window, name).widget
+        scroll, panel = dock.findChild(PanelScrollArea), _binding(window, name).widget
         window.grab().save(str(artifacts_dir / f"fit_{name}.png"))
         assert not scroll.horizontalScrollBar().isVisible(), f"{name} scrolls sideways"
         assert not scroll.verticalScrollBar().isVisible(), f"{name} scrolls vertically"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
+from app.dock_scroll import PanelScrollArea
 from app.lesson_catalog import LessonError, load_lesson, load_lessons
 from app.lesson_checks import FAIL, PASS, PENDING, Observed, evaluate, validate
 from app.session_io import load_session
@@ -220,4 +221,4 @@ def test_gpt2_example_loads_gpt2_small_from_the_cache(qtbot, lesson_window, tmp_
         assert open_path(win, str(example_sessions()[0]))
     assert blocker.args[0].name == "gpt2-small"
     _idle(qtbot, win)
-    assert win.docks["patchingDock"].widget().widget().pairs()[0][2] == " Mary"
+    assert win.docks["patchingDock"].findChild(PanelScrollArea).widget().pairs()[0][2] == " Mary"

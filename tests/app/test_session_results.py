@@ -137,18 +137,23 @@ def test_results_come_back_bit_for_bit_without_recomputing(qtbot, window, second
     assert "predictions" in started
 
 
-def test_results_of_another_model_are_not_shown(qtbot, window, second_window, tmp_path):
+def _other_weights(path: str) -> dict:
+    """The file as if saved on the same folder with other weights (a fine-tune, say)."""
+    manifest, arrays = load_session(path)
+    manifest["results"]["fingerprint"] = "sha256:" + "0" * 64
+    save_session(path, manifest, arrays)
+    return manifest
+
+
+def test_results_of_another_model_are_not_shown(qtbot, window, second_window, tmp_path,
+                                               artifacts_dir):
     from engine.model_sources import ModelSpec
-    from tests.model_fixtures import make_gpt2_folder
 
     run_prompt_and_wait(qtbot, window, PROMPT)
     saved = window.controller.last_prompt_result
     path = str(tmp_path / "a.lensbench")
     assert session_actions.save_to(window, path)
-    # The same folder with other weights (a fine-tune, say): the fingerprint differs.
-    manifest, arrays = load_session(path)
-    manifest["results"]["fingerprint"] = "sha256:" + "0" * 64
-    save_session(path, manifest, arrays)
+    manifest = _other_weights(path)
     win = second_window
     with qtbot.waitSignal(win.controller.busy_changed, timeout=60_000,
                           check_params_cb=lambda busy: busy is False):
@@ -156,11 +161,63 @@ def test_results_of_another_model_are_not_shown(qtbot, window, second_window, tm
     started = jobs_started(win)
     assert session_actions.open_path(win, path)
     wait_idle(qtbot, win)
-    assert "predictions" in started  # computed on the loaded model instead
-    got = win.controller.last_prompt_result
-    assert got is not None and got is not saved
+    # Not shown, and not recomputed unasked: the panel says why and offers to.
+    assert "predictions" not in started
+    assert win.controller.last_prompt_result is None
+    pred = bind(win, "predictionsDock")
+    assert pred.widget._result is None
+    assert "not shown" in pred.notice.text() and "weights differ" in pred.notice.text()
+    assert pred.notice.isVisible() and pred.notice.action_button.text() == "Recompute"
     assert "not shown" in win.statusBar().currentMessage()
-    assert make_gpt2_folder is not None
+    win.resize(1366, 768)
+    qtbot.waitUntil(lambda: pred.notice.action_button.width() >= 40)
+    win.grab().save(str(artifacts_dir / "session_other_model.png"))
+    with qtbot.waitSignal(win.controller.busy_changed, timeout=60_000,
+                          check_params_cb=lambda busy: busy is False):
+        qtbot.mouseClick(pred.notice.action_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, win)
+    assert "predictions" in started
+    got = win.controller.last_prompt_result
+    assert got is not None and got is not saved and got.prompt == PROMPT
+    assert not pred.notice.isVisible()
+    # The loaded model is the same folder, so the recomputed numbers are the saved ones.
+    np.testing.assert_allclose(got.top_probs, saved.top_probs, rtol=1e-5, atol=1e-7)
+
+
+def test_recompute_runs_every_saved_analysis_again(qtbot, window, second_window, tmp_path):
+    """Patching (sweep, estimate, path, plan) and induction (scan, then ablation) saved on
+    another model: Recompute runs each again with the session's settings."""
+    saved = compute_everything(qtbot, window)
+    path = str(tmp_path / "study.lensbench")
+    assert session_actions.save_to(window, path)
+    _other_weights(path)
+    win = second_window
+    with qtbot.waitSignal(win.controller.busy_changed, timeout=60_000,
+                          check_params_cb=lambda busy: busy is False):
+        assert session_actions.open_path(win, path)
+    wait_idle(qtbot, win)
+    started = jobs_started(win)
+    patching, induction = bind(win, "patchingDock"), bind(win, "inductionDock")
+    assert patching.widget.exact is None and induction.result is None
+    for binding in (patching, induction):
+        assert "not shown" in binding.notice.text()
+        win.docks[binding.object_name].raise_()
+        qtbot.mouseClick(binding.notice.action_button, Qt.MouseButton.LeftButton)
+        wait_idle(qtbot, win)
+        assert not binding.notice.isVisible()
+    assert {"patching", "patching.estimate", "patching.path", "patching.plan", "induction",
+            "induction-ablation"} <= set(started), started
+    wait_idle(qtbot, win)
+    # Same folder, same settings: the same numbers as the session saved.
+    exact, want = patching.widget.exact, saved["patchingDock"]["exact"]
+    assert exact.kind == want.kind and exact.complete
+    np.testing.assert_allclose(exact.values, want.values, atol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(patching.widget.plan.result.values,
+                               saved["patchingDock"]["plan"].values, atol=1e-4)
+    assert induction.ablation is not None
+    assert induction.ablation.heads == saved["inductionDock"]["ablation"].heads
+    np.testing.assert_allclose(induction.ablation.loss_ablated,
+                               saved["inductionDock"]["ablation"].loss_ablated, atol=1e-4)
 
 
 def _deep(n: int):
