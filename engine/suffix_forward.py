@@ -38,8 +38,11 @@ POS_AXIS = {
 PREFIX_NAMES = ("attn.hook_k", "attn.hook_v")  # cached from the base run for the prefix
 # Also cached: a variant joining the staircase at layer l has the base run's resid_pre there, so
 # unless it patches something upstream of z at that layer its attention is the base run's.
-BASE_NAMES = PREFIX_NAMES + ("attn.hook_z",)
+# Likewise its MLP, when the MLP's input is the base run's (see ``SuffixForward.__call__``).
+BASE_NAMES = PREFIX_NAMES + ("attn.hook_z", "hook_mlp_out")
 UPSTREAM_OF_Z = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern")
+# In a sequential block the MLP reads resid_mid: the base run's if none of these is patched either.
+UPSTREAM_OF_MLP = UPSTREAM_OF_Z + ("attn.hook_z", "hook_attn_out", "hook_resid_mid")
 
 
 def hook_kind(name: str) -> str | None:
@@ -201,16 +204,37 @@ class SuffixForward:
 
     # -- the MLP --------------------------------------------------------------------------------
     def _mlp_add(self, layer: int, h: torch.Tensor, residual: torch.Tensor,
-                 patched: Hooks) -> torch.Tensor:
+                 patched: Hooks, base_out: torch.Tensor | None = None) -> torch.Tensor:
         """``residual`` plus the block's MLP on the normed input ``h`` (through hook_mlp_out), as
         dense layers with the activation fused into the first and, unless hook_mlp_out is
         patched, the residual add into the last; gated MLPs multiply in their up projection.
-        An activation that cannot be fused calls the bridge's MLP module."""
+        An activation that cannot be fused calls the bridge's MLP module. ``base_out``: the MLP
+        output of the rows after ``h``'s (the base run's), which is not computed again."""
         name = f"blocks.{layer}.hook_mlp_out"
+        if base_out is not None:
+            n = h.shape[0]
+            if name in patched or not n:
+                out = self._mlp_out(layer, h) if n else None
+                out = base_out if out is None else torch.cat([out, base_out])
+                return residual + patched(name, out)
+            return torch.cat([self._mlp_add(layer, h, residual[:n], patched),
+                              residual[n:] + base_out])
         mlp = self.model.blocks[layer].mlp
         act = self._act
         if act is None:
             return residual + patched(name, mlp(h))
+        if name in patched:
+            return residual + patched(name, self._mlp_out(layer, h))
+        return self._mlp_out(layer, h, residual)
+
+    def _mlp_out(self, layer: int, h: torch.Tensor, residual: torch.Tensor | None = None):
+        """The MLP's output on the normed ``h``, plus ``residual`` (fused into the last dense
+        layer) when given."""
+        mlp = self.model.blocks[layer].mlp
+        act = self._act
+        if act is None:
+            out = mlp(h)
+            return out if residual is None else residual + out
         flat_h = h.reshape(-1, h.shape[-1])
         w_in = pack(self.model, ("mlp_in", layer), (mlp.W_in,), lambda: mlp.W_in.t())
         w_out = pack(self.model, ("mlp_out", layer), (mlp.W_out,), lambda: mlp.W_out.t())
@@ -221,20 +245,23 @@ class SuffixForward:
         else:
             hidden = linear(flat_h, w_in, mlp.b_in, act)
         b_out = getattr(mlp, "b_out", None)
-        if name in patched:
-            out = linear(hidden, w_out, b_out).reshape(residual.shape)
-            return residual + patched(name, out)
+        shape = (*h.shape[:-1], mlp.W_out.shape[-1])
+        if residual is None:
+            return linear(hidden, w_out, b_out).reshape(shape)
         return linear(hidden, w_out, b_out, residual=residual.reshape(-1, residual.shape[-1])
-                      ).reshape(residual.shape)
+                      ).reshape(shape)
 
     def _block_rest(self, layer: int, x: torch.Tensor, y: torch.Tensor,
-                    patched: Hooks) -> torch.Tensor:
+                    patched: Hooks, base_out: torch.Tensor | None = None) -> torch.Tensor:
         """After the attention: ``y = x + attn_out``. A sequential block runs its MLP on
-        ``ln2(y)`` (through hook_resid_mid); a parallel one on the norm of ``x``."""
+        ``ln2(y)`` (through hook_resid_mid); a parallel one on the norm of ``x``. ``base_out``:
+        the base run's MLP output for the last rows, whose MLP input is the base run's."""
+        n = len(x) - (0 if base_out is None else len(base_out))
         if self.form.parallel:
-            return self._mlp_add(layer, self._norms[layer, self.form.mlp_norm](x), y, patched)
+            h = self._norms[layer, self.form.mlp_norm](x[:n])
+            return self._mlp_add(layer, h, y, patched, base_out)
         y = patched(f"blocks.{layer}.hook_resid_mid", y)
-        return self._mlp_add(layer, self._norms[layer, "ln2"](y), y, patched)
+        return self._mlp_add(layer, self._norms[layer, "ln2"](y[:n]), y, patched, base_out)
 
     # -- the whole staircase --------------------------------------------------------------------
     def __call__(self, starts: list[int], patches: dict, p0: int, answer_pos: torch.Tensor,
@@ -271,12 +298,20 @@ class SuffixForward:
             # Rows joining here have the base run's attention unless a patch comes before z.
             reuse = reuse_base_attention and not any(name + k in hooks for k in UPSTREAM_OF_Z)
             n_computed = n_old if reuse else len(x)
+            # ... and their MLP too where its input is the base run's: a parallel block's MLP
+            # reads resid_pre, a sequential one's resid_mid.
+            reuse_mlp = n_new and reuse_base_attention and not any(
+                name + k in hooks for k in (("hook_resid_pre",) if self.form.parallel
+                                            else UPSTREAM_OF_MLP))
+            n_mlp = n_old if reuse_mlp else len(x)
             if one_answer and layer == n_layers - 1:
                 x = self._last_layer(layer, x, p0, answer - p0, patched, Hooks(last),
-                                     n_computed)
+                                     n_computed, n_mlp)
                 return readout(model, x)
             y = self._attention(layer, x, p0, patched, n_computed)
-            x = self._block_rest(layer, x, y, patched)
+            base_out = (self._base_act(layer, "hook_mlp_out", len(x) - n_mlp, p0)
+                        if n_mlp < len(x) else None)
+            x = self._block_rest(layer, x, y, patched, base_out)
         n_var = x.shape[0] // b
         rows = torch.arange(x.shape[0], device=x.device)
         x = x[rows, (answer_pos - p0).repeat(n_var)][:, None, :]
@@ -417,9 +452,15 @@ class SuffixForward:
 
     def _base_z(self, layer: int, n_rows: int, first: int, length: int | None = None):
         """The base run's z at positions ``first:`` (``length`` of them) for ``n_rows`` rows."""
-        z = self.base[f"blocks.{layer}.attn.hook_z"]
-        z = z.narrow(1, first, z.shape[1] - first if length is None else length)
-        return z.repeat(n_rows // self.n_pairs, *([1] * (z.ndim - 1)))
+        return self._base_act(layer, "attn.hook_z", n_rows, first, length)
+
+    def _base_act(self, layer: int, kind: str, n_rows: int, first: int,
+                  length: int | None = None):
+        """The base run's ``kind`` activation at positions ``first:`` (``length`` of them) for
+        ``n_rows`` rows."""
+        act = self.base[f"blocks.{layer}.{kind}"]
+        act = act.narrow(1, first, act.shape[1] - first if length is None else length)
+        return act.repeat(n_rows // self.n_pairs, *([1] * (act.ndim - 1)))
 
     def _attention(self, layer: int, x: torch.Tensor, p0: int, patched: Hooks,
                    n_computed: int) -> torch.Tensor:
@@ -434,7 +475,7 @@ class SuffixForward:
         return self._attn_out(layer, z, base_z, patched, x)
 
     def _last_layer(self, layer: int, x: torch.Tensor, p0: int, a: int, patched: Hooks,
-                    at_answer: Hooks, n_computed: int):
+                    at_answer: Hooks, n_computed: int, n_mlp: int):
         """The last block at the answer position only (``a`` relative to ``p0``): [VB, 1, d]."""
         h = self._norms[layer, "ln1"](x[:n_computed])
         base_z = None
@@ -451,5 +492,7 @@ class SuffixForward:
         else:
             z = self._answer_z(layer, h, p0, a, at_answer)
         x_a = x[:, a:a + 1]
+        base_out = (self._base_act(layer, "hook_mlp_out", len(x) - n_mlp, p0 + a, 1)
+                    if n_mlp < len(x) else None)
         return self._block_rest(layer, x_a, self._attn_out(layer, z, base_z, at_answer, x_a),
-                                at_answer)
+                                at_answer, base_out)
