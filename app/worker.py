@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from app.startup_trace import milestone as trace_milestone
 from engine.errors import ErrorInfo, NoModelError, is_out_of_memory
-from engine.jobs import Cancelled, Context
+from engine.jobs import Cancelled, Context, run_job
 
 
 @dataclass
@@ -64,13 +64,9 @@ class Worker(QObject):
                 return
             if self.host is None:
                 raise NoModelError()
-            if job.grad:
-                result = job.fn(self.host, job.request, job.ctx)
-            else:
-                import torch  # imported by the load that made self.host
-
-                with torch.inference_mode():
-                    result = job.fn(self.host, job.request, job.ctx)
+            # Every forward pass of every job checks for Cancel as each block starts, so one
+            # long pass (a long prompt, a big batch) stops within a layer of it.
+            result = run_job(job.fn, self.host, job.request, job.ctx, job.grad)
             job.ctx.check_cancelled()
             self.finished.emit(job.job_id, result)
         except Cancelled:

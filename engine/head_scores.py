@@ -126,19 +126,16 @@ def best_possible_score(detection: torch.Tensor, *, exclude_bos: bool = False,
     :func:`detector_scores`, i.e. by head_detector's own arithmetic.
     """
     d = detection.float().cpu()
-    n = d.shape[-1]
-    ideal = torch.zeros(n, n)
-    for q in range(n):
-        excluded = set()
-        if exclude_bos:
-            excluded.add(0)
-        if exclude_current_token:
-            excluded.add(q)
-        cells = [k for k in range(q + 1) if d[q, k] > 0 and k not in excluded]
-        if cells:
-            ideal[q, cells] = 1.0 / len(cells)
-        else:
-            ideal[q, min(excluded) if excluded else q] = 1.0
+    cells = torch.tril(d > 0)  # what each row may attend to and is counted for
+    if exclude_bos:
+        cells[:, 0] = False
+    if exclude_current_token:
+        cells.fill_diagonal_(False)
+    count = cells.sum(-1, keepdim=True)
+    ideal = torch.where(cells, 1.0 / count.clamp(min=1), 0.0)
+    # A row without any cell attends where it is not counted: BOS if excluded, else itself.
+    empty = (count[:, 0] == 0).nonzero()[:, 0]
+    ideal[empty, 0 if exclude_bos else empty] = 1.0
     score = detector_scores(ideal[None, None], d[None], exclude_bos=exclude_bos,
                             exclude_current_token=exclude_current_token,
                             error_measure=error_measure)

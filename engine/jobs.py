@@ -78,3 +78,15 @@ def cancel_points(model, ctx: JobContext):
     finally:
         for handle in handles:
             handle.remove()
+
+
+def run_job(fn, host, request, ctx: JobContext, grad: bool = False):
+    """``fn(host, request, ctx)`` as the app's worker runs it: every forward pass of the model
+    checks ``ctx`` for cancel as each block starts, and without autograd unless ``grad``."""
+    import torch
+
+    with cancel_points(host.model, ctx):
+        if grad:
+            return fn(host, request, ctx)
+        with torch.inference_mode():
+            return fn(host, request, ctx)

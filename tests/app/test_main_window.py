@@ -164,3 +164,33 @@ def test_cancel_during_load_keeps_the_old_model(qtbot, window, tmp_path):
     run_prompt_and_wait(qtbot, window, PROMPT)
     assert window.controller.last_prompt_result.top_probs.shape[0] > 0
     assert window.status.model_label.text() == before.summary()
+
+
+def test_cancel_lands_inside_a_forward_pass_of_any_job(qtbot, window):
+    """The worker checks Cancel as each block of the model starts, for every job: a Cancel that
+    arrives during block 0 of one long forward pass stops it before block 1 runs, and no hook is
+    left behind on the model."""
+    ran = []
+
+    def one_long_forward(host, request, ctx):
+        blocks = host.model.blocks
+        handles = [blocks[0].register_forward_hook(lambda *_: ctx.cancel()),  # the user clicks
+                   blocks[1].register_forward_hook(lambda *_: ran.append(1))]
+        try:
+            host.model(host.model.to_tokens("a long prompt in one forward pass"))
+        finally:
+            for handle in handles:
+                handle.remove()
+        ran.append("end")
+        return None
+
+    cancelled = []
+    with qtbot.waitSignal(window.controller.busy_changed, timeout=60_000,
+                          check_params_cb=lambda busy: busy is False):
+        window.controller.submit("test", one_long_forward, None,
+                                 on_cancel=lambda: cancelled.append(True))
+    assert cancelled == [True] and ran == []  # block 1 never ran, nor did the rest of the job
+    model = window.controller._worker.host.model
+    assert all(not block._forward_pre_hooks for block in model.blocks)
+    run_prompt_and_wait(qtbot, window, "The model still works")
+    assert window.controller.last_prompt_result.prompt == "The model still works"

@@ -441,3 +441,31 @@ def test_cancel_lands_inside_a_forward_pass_and_leaves_no_hooks(tiny_host):
     after = scan(tiny_host, seq_len=8, batch=3, prompt=PROMPT)
     for key in before.repeated:
         np.testing.assert_array_equal(after.repeated[key], before.repeated[key])
+
+
+def _perfect_head_by_rows(d, exclude_bos, exclude_current_token):
+    """The perfect head of best_possible_score, row by row as its docstring says."""
+    n = d.shape[-1]
+    ideal = torch.zeros(n, n)
+    for q in range(n):
+        excluded = ({0} if exclude_bos else set()) | ({q} if exclude_current_token else set())
+        cells = [k for k in range(q + 1) if d[q, k] > 0 and k not in excluded]
+        if cells:
+            ideal[q, cells] = 1.0 / len(cells)
+        else:
+            ideal[q, min(excluded) if excluded else q] = 1.0
+    return ideal
+
+
+@pytest.mark.parametrize("exclude_bos", [False, True])
+@pytest.mark.parametrize("exclude_current_token", [False, True])
+def test_best_possible_score_is_the_row_by_row_perfect_head(exclude_bos, exclude_current_token):
+    from engine.head_scores import best_possible_score, detector_scores
+
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        n = int(torch.randint(2, 40, (1,), generator=g))
+        d = (torch.rand(n, n, generator=g) < 0.15).float()
+        opts = dict(exclude_bos=exclude_bos, exclude_current_token=exclude_current_token)
+        want = detector_scores(_perfect_head_by_rows(d, **opts)[None, None], d[None], **opts)
+        assert best_possible_score(d, **opts) == float(want[0, 0])
