@@ -22,7 +22,7 @@ from engine.safe_files import UnsafeFile, clip, read_regular_file
 # 1: settings only (model, prompt, selection, panel states, layout).
 # 2: + computed results with the model's fingerprint ("results", app.session_results) and the
 #    notes dock's text (panels.notesDock).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SUFFIX = ".lensbench"
 MAX_FILE_BYTES = 512 * 2**20
 MAX_MANIFEST_CHARS = 4 * 2**20
@@ -181,7 +181,14 @@ def _v1_to_v2(manifest: dict) -> dict:
     return out
 
 
-MIGRATIONS = {1: _v1_to_v2}  # version -> the step to the next version
+def _v2_to_v3(manifest: dict) -> dict:
+    """Version 3 added the attention panel's pinned heads and layer view (its state's "pinned"
+    and "layer_view") and the pinned heads' patterns among the results; a version-2 file has
+    none of them, and nothing else changed."""
+    return dict(manifest, schema_version=3)
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}  # version -> the step to the next version
 
 
 def migrate(manifest: dict) -> dict:

@@ -3,7 +3,8 @@
     QT_QPA_PLATFORM=offscreen python -m tools.make_session_fixture
 
 It is what the app saves after a short study on the bundled model: the predictions of a prompt,
-its attribution, a head sweep, a plan, an induction scan, and notes. Run it once when
+its attribution, a head sweep, a plan, an induction scan, notes, and (from version 3) two pinned
+heads with the attention layer view. Run it once when
 ``app.session_io.SCHEMA_VERSION`` goes up (never to rewrite an older version's fixture): the file
 goes to ``tests/fixtures/sessions/v<N>.lensbench`` and ``tests/app/test_session_versions.py``
 opens every such file.
@@ -18,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "sessions"
 PROMPT = "When John and Mary went to the store, John gave a drink to"
+PINNED = ((1, 1), (0, 3))
 NOTES = "# IOI on the organism\nL1H1 carries the name; see the plan's bars.\n"
 
 
@@ -66,6 +68,12 @@ def main() -> int:
                                      "positions": [], "mode": "zero"}])
     patching.run_plan(patching.widget.plan.items)
     _wait_idle(app, window)
+    # Version 3: two pinned heads (their patterns are saved) and a layer view.
+    attention = bindings["attentionDock"].widget
+    for layer, head in PINNED:
+        attention.set_head(layer, head)
+        attention.pins.pin_button.click()
+    attention.set_layer_view(1)
     window.notes.restore_session_state({"text": NOTES})
     FIXTURES.mkdir(parents=True, exist_ok=True)
     out = FIXTURES / f"v{SCHEMA_VERSION}.lensbench"

@@ -63,6 +63,20 @@ def test_each_version_migrates_and_opens(qtbot, fresh, version):
             sweep = patching.widget.exact
             key = results["panels"]["patchingDock"]["exact"]["f"]["values"]["$a"]
             np.testing.assert_array_equal(sweep.values, arrays[key])
+            if version >= 3:  # pinned heads, their patterns and the layer view
+                attention = next(b for b in win.bindings if b.object_name == "attentionDock")
+                state = manifest["panels"]["attentionDock"]
+                assert "attention" not in started
+                assert attention.widget.pins.pinned() == [tuple(h) for h in state["pinned"]]
+                assert attention.widget.layer_view() == state["layer_view"]
+                item = attention.widget.item()
+                fields = results["panels"]["attentionDock"]["pinned"]["f"]
+                saved = arrays[fields["patterns"]["$t"][0]["$a"]]
+                layers = attention.widget.result().layers
+                for j, (layer, head) in enumerate(state["pinned"]):
+                    shown = item.patterns[layers.index(layer), head]
+                    assert shown.tobytes() == saved[j].astype(np.float32).tobytes()
         else:  # the bundled model was retrained since: its results are not this model's
-            assert "predictions" in started
+            assert "predictions" not in started  # not recomputed unasked: offered
             assert "not shown" in win.statusBar().currentMessage()
+            assert "not shown" in pred.notice.text()
