@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt
 from app import session_actions
 from app.session_io import load_session, save_session
 from tests.app.conftest import run_prompt_and_wait
+from tests.app.test_attention_panel import _binding, shown  # noqa: F401
 from tests.app.test_patching_panel import wait_idle
 from tests.app.test_session_hostile import JSON_VALUES, PYTHON_TEXT, _paths
 from tests.app.test_session_results import jobs_started, same, second_window  # noqa: F401
@@ -19,23 +20,10 @@ from tests.app.test_session_results import jobs_started, same, second_window  # 
 PROMPT = "When John and Mary went to the store, John gave a drink to"
 
 
-def _binding(window):
-    return next(b for b in window.bindings if b.object_name == "attentionDock")
-
-
 def _focus(qtbot, panel, layer: int, head: int) -> None:
     pos = panel.tile_center(layer, head)
     qtbot.mouseClick(panel.grid.graphics.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     assert panel.focused_head() == (layer, head)
-
-
-@pytest.fixture()
-def shown(qtbot, window):
-    window.docks["attentionDock"].show()
-    window.docks["attentionDock"].raise_()
-    window.resize(1366, 768)
-    run_prompt_and_wait(qtbot, window, PROMPT)
-    return _binding(window).widget
 
 
 def pin_two(qtbot, panel) -> None:
@@ -47,8 +35,9 @@ def pin_two(qtbot, panel) -> None:
     assert panel.pins.pinned() == [(1, 3), (0, 2)]
 
 
-def test_pin_by_clicks_frames_the_tile_and_chip_focuses(qtbot, window, shown, artifacts_dir):
+def test_pin_by_clicks_frames_the_tile_and_chip_focuses(qtbot, window, shown, artifacts_dir):  # noqa: F811
     panel = shown
+    window.resize(1366, 768)
     pin_two(qtbot, panel)
     assert panel.pins.pin_button.isChecked() and panel.pins.pin_button.text() == "Unpin L0H2"
     # Each pinned head's tile is framed on the grid.
@@ -121,7 +110,7 @@ def test_pinned_patterns_and_layer_view_come_back_without_recomputing(
     np.testing.assert_array_equal(got.item().patterns, full)
 
 
-def test_pinned_patterns_that_do_not_fit_are_recomputed(qtbot, window, shown, tmp_path):
+def test_pinned_patterns_that_do_not_fit_are_recomputed(qtbot, window, shown, tmp_path):  # noqa: F811
     panel = shown
     pin_two(qtbot, panel)
     path = str(tmp_path / "bad.lensbench")
@@ -166,7 +155,7 @@ def test_pin_and_unpin_round_trip_and_refusals():
 @settings(max_examples=30, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
-def test_mutated_pinned_patterns_never_raise(qtbot, window, shown, tmp_path, data):
+def test_mutated_pinned_patterns_never_raise(qtbot, window, shown, tmp_path, data):  # noqa: F811
     """The pinned heads' saved result with one value anywhere replaced, or one of its arrays
     swapped for another shape or dtype: refused in words, or opened with the panel showing a
     result (the saved one or a recomputed one); nothing raises."""
