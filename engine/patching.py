@@ -201,6 +201,8 @@ def sweep_variants(runner: PatchRunner, kind: str) -> tuple[list[Variant], tuple
     shape = tuple(sizes[a] for a in axes)
     variants = []
     for flat, idx in enumerate(np.ndindex(*shape)):
+        if flat % 4096 == 0:  # a head x position sweep of a long prompt has 100k+ variants
+            runner.ctx.check_cancelled()
         where = dict(zip(axes, idx, strict=True))
         sel = tuple(where.get(dim, slice(None)) if dim in ("pos", "head") else slice(None)
                     for dim in layout)
@@ -275,9 +277,11 @@ def run_sweep(host, request: SweepRequest, ctx: JobContext) -> SweepResult:
     variants = []
     for c, part in enumerate(parts):
         pv, pshape = part_variants[part]
-        for v, idx in zip(pv, np.ndindex(*pshape), strict=True):
-            key = int(np.ravel_multi_index(((c,) if len(parts) > 1 else ()) + idx, shape))
-            variants.append(Variant(key, v.patches))
+        idx = np.unravel_index(np.arange(len(pv)), pshape)  # each variant's cell, in order
+        keys = np.ravel_multi_index(((np.full(len(pv), c),) if len(parts) > 1 else ()) + idx,
+                                    shape)
+        variants += [Variant(key, v.patches) for key, v in zip(keys.tolist(), pv, strict=True)]
+        ctx.check_cancelled()
     if request.only:
         wanted = set(request.only)
         variants = [v for v in variants if v.key in wanted]
