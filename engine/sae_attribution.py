@@ -115,11 +115,14 @@ def run_feature_attribution(host, request: FeatureAttributionRequest,
     active = torch.nonzero((f > 0).any(0)).flatten()
     ctx.progress(0.5, f"Attributing {len(active)} active features…")
     effects = torch.zeros(len(active), n_pos, device=x.device)
-    for i in range(0, len(active), 256):
+    # each feature's direction is read at every position: [chunk, pos, d_model] floats a chunk,
+    # about 2**23 of them (~0.2 s on a CPU), so a Cancel waits for little more than that
+    chunk = max(1, min(256, 2**23 // (n_pos * int(model.cfg.d_model))))
+    for i in range(0, len(active), chunk):
         ctx.check_cancelled()
-        idx = active[i:i + 256]
+        idx = active[i:i + chunk]
         unit_attr = attrs(to_resid(dirs[idx])[:, None, :].expand(-1, n_pos, -1).float())
-        effects[i:i + 256] = f[:, idx].T * scale[None, :] * unit_attr.float()
+        effects[i:i + chunk] = f[:, idx].T * scale[None, :] * unit_attr.float()
     error = attrs(to_resid(x - x_hat)[None].float())[0]
     b_dec = sae.b_dec.expand(n_pos, -1)
     bias_resid = to_resid(sae._norm_out(b_dec, state) if state is not None else b_dec)

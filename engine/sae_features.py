@@ -33,6 +33,9 @@ from engine.text_source import TextSource, source_digest, token_rows
 FORMAT = 1
 HIST_EDGES = np.linspace(-4.0, 4.0, 81).astype(np.float32)  # log10(activation) bins
 WINDOW_BEFORE, WINDOW_AFTER = 12, 4
+# On a CPU, a batch of at most this many tokens (bigger ones gain little there), so each block
+# of the forward (the span between two cancel checks) stays well under a second at 12x d768.
+CPU_TOKENS_PER_BATCH = 2048
 
 
 @dataclass(frozen=True)
@@ -269,14 +272,18 @@ def run_dashboards(host, request: DashboardRequest, ctx: JobContext) -> FeatureS
     n_bins = len(HIST_EDGES) - 1
     hist = torch.zeros(d_sae * n_bins, dtype=torch.int64, device=device)
     top = _TopK(d_sae, request.top_k, WINDOW_BEFORE + 1 + WINDOW_AFTER, device)
-    rows_per_batch = max(1, min(request.tokens_per_batch, max(1, 2**26 // d_sae))
-                         // request.context_size)
+    per_batch = min(request.tokens_per_batch, max(1, 2**26 // d_sae))
+    if device.type == "cpu":  # Cancel waits for one block of a batch's forward
+        per_batch = min(per_batch, CPU_TOKENS_PER_BATCH)
+    rows_per_batch = max(1, per_batch // request.context_size)
     seen = 0
     for tokens in token_rows(host, request.source, request.context_size, request.n_tokens,
                              rows_per_batch, ctx):
         ctx.check_cancelled()
         act = activations(host.model, tokens, sae.cfg.hook_name)
+        ctx.check_cancelled()
         f = sae.encode(sae.flat(act))  # [rows, ctx, F]
+        ctx.check_cancelled()
         flat = f.reshape(-1, d_sae)
         # everything below works on the nonzero entries only (a few per token), not tokens x F
         nz = torch.nonzero(flat > 0)
@@ -288,6 +295,7 @@ def run_dashboards(host, request: DashboardRequest, ctx: JobContext) -> FeatureS
             b = torch.bucketize(torch.log10(vals), edges[1:-1])
             hist.index_add_(0, feat_i * n_bins + b, torch.ones_like(b))
         top_vals, top_idx = batch_top_k(tok_i, feat_i, vals, d_sae, request.top_k)
+        ctx.check_cancelled()
         top.update(f, tokens, top_vals, top_idx)
         seen += int(tokens.numel())
         ctx.progress(min(0.99, seen / request.n_tokens),
