@@ -61,7 +61,7 @@ def longest_gap(fn, host, request, grad: bool, cap: float) -> tuple[float, str, 
     except Cancelled:
         how = "capped"
     ctx.marks.append((time.perf_counter(), how))
-    gaps = [(b[0] - a[0], f"{a[1]} -> {b[1]}") for a, b in zip(ctx.marks, ctx.marks[1:])]
+    gaps = [(b[0] - a[0], f"{a[1]} -> {b[1]}") for a, b in zip(ctx.marks[:-1], ctx.marks[1:], strict=True)]
     gap, where = max(gaps)
     return gap, where, ctx.marks[-1][0] - ctx.marks[0][0], len(ctx.marks) - 2
 
