@@ -37,6 +37,7 @@ class PinnedHeads(QWidget):
         lay.addWidget(self._chips)
         self.pin_button.toggled.connect(self._toggled)
         self._sync()
+        self._rebuild_chips()
 
     def pinned(self) -> list[tuple[int, int]]:
         return list(self._pinned)
@@ -49,6 +50,7 @@ class PinnedHeads(QWidget):
                 out.append((int(layer), int(head)))
         self._pinned = out[:MAX_PINS]
         self._sync()
+        self._rebuild_chips()
 
     def set_focused(self, layer: int, head: int) -> None:
         self._focused = (int(layer), int(head))
@@ -69,6 +71,7 @@ class PinnedHeads(QWidget):
         elif not checked and head in self._pinned:
             self._pinned.remove(head)
         self._sync()
+        self._rebuild_chips()
         self.sig_changed.emit(self.pinned())
 
     def _sync(self) -> None:
@@ -78,6 +81,9 @@ class PinnedHeads(QWidget):
         self.pin_button.setChecked(on)
         self.pin_button.blockSignals(False)
         self.pin_button.setText(f"Unpin L{layer}H{head}" if on else f"Pin L{layer}H{head}")
+
+    def _rebuild_chips(self) -> None:
+        """One chip per pinned head (only when the pins change, not on every focus)."""
         while self._chip_row.count():
             w = self._chip_row.takeAt(0).widget()
             if w is not None:
