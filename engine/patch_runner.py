@@ -17,14 +17,9 @@ import torch
 
 from engine.errors import is_out_of_memory
 from engine.jobs import Cancelled, JobContext
+from engine.patch_hooks import BASE_NAMES, POS_AXIS, hook_kind, staircase_order, where_hook
 from engine.shortcut_check import ShortcutCheck, Variant
-from engine.suffix_forward import (
-    BASE_NAMES,
-    POS_AXIS,
-    hook_kind,
-    readout,
-    where_hook,
-)
+from engine.suffix_forward import readout
 
 
 def chunked(items: list, size: int) -> Iterator[list]:
@@ -321,6 +316,15 @@ class PatchRunner(ShortcutCheck):
 
     min_rows = 1024  # variant-positions per forward below which neighbouring starts are merged
 
+    def in_run_order(self, variants: list) -> list:
+        """``variants`` reordered (stably) by the first position they can change, so that each
+        chunk holds many variants per start position: :meth:`_by_start_position` then merges
+        fewer neighbouring starts, each of which would recompute the positions before a
+        variant's own start. Results are keyed, so the order does not change them."""
+        if self.suffix is None:
+            return list(variants)
+        return sorted(variants, key=lambda v: min(self._variant_start(v), self.n_pos))
+
     def _rows(self, bucket: tuple[int | None, list[int]]) -> int:
         return len(bucket[1]) * self.n_pairs * (self.n_pos - (bucket[0] or 0))
 
@@ -342,7 +346,10 @@ class PatchRunner(ShortcutCheck):
         return first
 
     def _run_staircase(self, group: list[Variant], starts: list[int], p_start: int):
-        order = sorted(range(len(group)), key=lambda i: starts[i])
+        # By start layer; among variants joining at one layer, those that patch something
+        # upstream of z there first, then upstream of the MLP: the suffix forward takes the
+        # base run's attention and MLP for the rest (see SuffixForward.__call__).
+        order = staircase_order(group, starts)
         ordered = [group[i] for i in order]
         s_sorted = [starts[i] for i in order]
         active = {layer: sum(1 for s in s_sorted if s <= layer)

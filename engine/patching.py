@@ -310,7 +310,7 @@ def run_sweep(host, request: SweepRequest, ctx: JobContext) -> SweepResult:
 
     runner.paths.clear()
     done, last_partial = 0, time.perf_counter()
-    for group in chunked(variants, chunk):
+    for group in chunked(runner.in_run_order(variants), chunk):
         ctx.check_cancelled()
         out = runner.run(group)
         values[[v.key for v in group]] = out.cpu().numpy()

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.suffix_forward import SuffixForward, hook_kind, where_hook
+from engine.patch_hooks import hook_kind, staircase_order, where_hook
+from engine.suffix_forward import SuffixForward
 
 # The check's groups of variants fit this budget (see ShortcutCheck._check_shortcuts).
 CHECK_BUDGET_MB = 512
@@ -126,7 +127,7 @@ class ShortcutCheck:
             return (got.shape == want.shape and bool(torch.isfinite(got).all())
                     and float((got - want).abs().max()) <= tol)
 
-        order = sorted(range(len(variants)), key=lambda i: starts[i])
+        order = staircase_order(variants, starts)  # as PatchRunner orders them
         want = want.reshape(len(variants), self.n_pairs, -1)[order].reshape(-1, want.shape[-1])
         ordered = [variants[i] for i in order]
         s_sorted = [starts[i] for i in order]

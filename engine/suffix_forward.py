@@ -28,56 +28,13 @@ import torch.nn.functional as F
 
 from engine.block_form import Unsupported, describe, rotate
 from engine.dense import count_attention, linear, pack
-
-# hook name suffix -> axis of the query position in the activation (after the batch axis)
-POS_AXIS = {
-    "hook_resid_pre": 0, "hook_resid_mid": 0, "hook_attn_out": 0, "hook_mlp_out": 0,
-    "attn.hook_q": 0, "attn.hook_k": 0, "attn.hook_v": 0, "attn.hook_z": 0,
-    "attn.hook_pattern": 1,
-}
-PREFIX_NAMES = ("attn.hook_k", "attn.hook_v")  # cached from the base run for the prefix
-# Also cached: a variant joining the staircase at layer l has the base run's resid_pre there, so
-# unless it patches something upstream of z at that layer its attention is the base run's.
-# Likewise its MLP, when the MLP's input is the base run's (see ``SuffixForward.__call__``).
-BASE_NAMES = PREFIX_NAMES + ("attn.hook_z", "hook_mlp_out")
-UPSTREAM_OF_Z = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern")
-# In a sequential block the MLP reads resid_mid: the base run's if none of these is patched either.
-UPSTREAM_OF_MLP = UPSTREAM_OF_Z + ("attn.hook_z", "hook_attn_out", "hook_resid_mid")
-
-
-def hook_kind(name: str) -> str | None:
-    """``blocks.3.attn.hook_z`` -> ``attn.hook_z``; None for hooks this forward cannot patch."""
-    parts = name.split(".", 2)
-    if len(parts) < 3 or parts[0] != "blocks":
-        return None
-    return parts[2] if parts[2] in POS_AXIS else None
-
-
-def narrow_patch(name: str, mask: torch.Tensor, values: torch.Tensor, p0: int,
-                 length: int | None = None):
-    """A patch (mask [V, 1, ...], values [B, ...]) cut to ``length`` positions from ``p0``
-    (default: all positions from ``p0`` on)."""
-    axis = POS_AXIS[hook_kind(name)]
-    n = values.shape[1 + axis] - p0 if length is None else length
-    values = values.narrow(1 + axis, p0, n)
-    if mask.shape[2 + axis] > 1:
-        mask = mask.narrow(2 + axis, p0, n)
-    return mask, values
-
-
-def where_hook(mask: torch.Tensor, values: torch.Tensor, n_pairs: int):
-    """Replace masked entries of the stacked activation [V*B, ...] with ``values`` [B or 1, ...]."""
-    src = values.unsqueeze(0)
-
-    def hook(act, hook=None):
-        # In place, like TransformerLens's patch setters: some bridge hook points (resid_mid) hand
-        # out a tensor the block keeps using after the hook, so only an in-place write patches
-        # every use of it.
-        stacked = act.reshape(mask.shape[0], -1, *act.shape[1:])
-        act.copy_(torch.where(mask, src.to(act.dtype), stacked).reshape(act.shape))
-        return act
-
-    return hook
+from engine.patch_hooks import (
+    UPSTREAM_OF_MLP,
+    UPSTREAM_OF_Z,
+    Hooks,
+    narrow_patch,
+    where_hook,
+)
 
 
 def plain_layer_norm(ln, eps: float) -> torch.nn.LayerNorm | None:
@@ -89,20 +46,6 @@ def plain_layer_norm(ln, eps: float) -> torch.nn.LayerNorm | None:
             or getattr(ln, "uses_weight_offset", True) or abs(inner.eps - eps) > 1e-12):
         return None
     return inner
-
-
-class Hooks:
-    """Patch hooks by hook name: ``hooks(name, act)`` patches ``act`` if a hook is set there."""
-
-    def __init__(self, table: dict) -> None:
-        self.table = table
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.table
-
-    def __call__(self, name: str, act: torch.Tensor) -> torch.Tensor:
-        fn = self.table.get(name)
-        return fn(act) if fn is not None else act
 
 
 def readout(model, x: torch.Tensor) -> torch.Tensor:
@@ -295,15 +238,18 @@ class SuffixForward:
                 fresh = self.base[name + "hook_resid_pre"][:, p0:].repeat(n_new, 1, 1)
                 x = fresh if x is None else torch.cat([x, fresh])
             x = patched(name + "hook_resid_pre", x)
-            # Rows joining here have the base run's attention unless a patch comes before z.
-            reuse = reuse_base_attention and not any(name + k in hooks for k in UPSTREAM_OF_Z)
-            n_computed = n_old if reuse else len(x)
-            # ... and their MLP too where its input is the base run's: a parallel block's MLP
-            # reads resid_pre, a sequential one's resid_mid.
-            reuse_mlp = n_new and reuse_base_attention and not any(
-                name + k in hooks for k in (("hook_resid_pre",) if self.form.parallel
-                                            else UPSTREAM_OF_MLP))
-            n_mlp = n_old if reuse_mlp else len(x)
+            # Rows joining here have the base run's attention unless they patch something before
+            # z here, and their MLP too where its input is the base run's: a parallel block's MLP
+            # reads resid_pre, a sequential one's resid_mid. Joining variants that do patch such
+            # a thing come first among the new rows (PatchRunner orders them), and attention or
+            # the MLP is computed for the rows up to the last of them.
+            n_computed = n_mlp = len(x)
+            if reuse_base_attention and n_new:
+                n_computed = n_old + b * self._joining(patches, layer, n_old // b, n_new,
+                                                       UPSTREAM_OF_Z)
+                n_mlp = n_old + b * self._joining(
+                    patches, layer, n_old // b, n_new,
+                    ("hook_resid_pre",) if self.form.parallel else UPSTREAM_OF_MLP)
             if one_answer and layer == n_layers - 1:
                 x = self._last_layer(layer, x, p0, answer - p0, patched, Hooks(last),
                                      n_computed, n_mlp)
@@ -316,6 +262,20 @@ class SuffixForward:
         rows = torch.arange(x.shape[0], device=x.device)
         x = x[rows, (answer_pos - p0).repeat(n_var)][:, None, :]
         return readout(model, x)
+
+    @staticmethod
+    def _joining(patches: dict, layer: int, first: int, n_new: int, kinds) -> int:
+        """How many of the ``n_new`` variants joining at ``layer`` (from index ``first`` of that
+        layer's masks) must be computed: up to the last one patching any of ``kinds`` there."""
+        need = 0
+        for kind in kinds:
+            entry = patches.get(f"blocks.{layer}.{kind}")
+            if entry is None:
+                continue
+            hit = entry[0][first:first + n_new].reshape(n_new, -1).any(1).nonzero()
+            if len(hit):
+                need = max(need, int(hit[-1]) + 1)
+        return need
 
     # -- attention ------------------------------------------------------------------------------
     def _rotary(self, layer: int, t: torch.Tensor, first: int) -> torch.Tensor:

@@ -350,3 +350,28 @@ def test_variants_take_the_base_attention_at_their_own_layer(shaped_host):
     suffix = runner.n_pos - int((pb.clean != pb.corrupted).any(0).nonzero()[0])
     below = [layer * n_heads for layer in range(n_layers)]  # variants started below each layer
     assert runner.suffix.query_rows == sum(below[:-1]) * suffix + below[-1]
+
+
+def test_joining_variants_that_patch_after_z_take_the_base_attention_in_a_mixed_forward(
+        shaped_host, monkeypatch):
+    """In one forward holding resid_pre, attn_out and mlp_out cells of every layer (the block
+    sweep, one forward per patched position), the cells joining at layer l that patch attn_out or
+    mlp_out there still take the base run's attention: only the resid_pre cell joining there
+    computes it, with the cells that started below. Same numbers as TL."""
+    from engine.patch_runner import PatchRunner
+
+    monkeypatch.setattr(PatchRunner, "min_rows", 0)
+    early = PromptPair("John gave a drink to Mary and then went home, and", "Mary gave a drink "
+                       "to Mary and then went home, and", " John", " Mary")
+    shaped_host.__dict__.pop("_patching_runner", None)
+    ours = check(shaped_host, [early], "block")
+    runner = shaped_host.__dict__["_patching_runner"][1]
+    assert ours.chunk_size >= ours.total  # one chunk: every start position holds every component
+    pb = prepare_pairs(shaped_host, [early])
+    first = int((pb.clean != pb.corrupted).any(0).nonzero()[0])
+    n, n_layers = runner.n_pos, runner.n_layers
+    # Per position bucket: at layer l, 3 * l cells started below and one resid_pre cell joins
+    # (attention over the bucket's n - p positions); the last layer runs the answer query only.
+    want = sum(sum((3 * layer + 1) * (n - p) for layer in range(n_layers - 1))
+               + 3 * (n_layers - 1) + 1 for p in range(first, n))
+    assert runner.suffix.query_rows == want

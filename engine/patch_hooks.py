@@ -1,0 +1,92 @@
+"""Patches as the batched patching forwards apply them: which hook kinds they can patch, where
+each kind's position axis is, what lies upstream of z and of the MLP, and the hook that writes a
+patch into a stack of variants; and the order of variants in a staircase forward."""
+
+from __future__ import annotations
+
+import torch
+
+# hook name suffix -> axis of the query position in the activation (after the batch axis)
+POS_AXIS = {
+    "hook_resid_pre": 0, "hook_resid_mid": 0, "hook_attn_out": 0, "hook_mlp_out": 0,
+    "attn.hook_q": 0, "attn.hook_k": 0, "attn.hook_v": 0, "attn.hook_z": 0,
+    "attn.hook_pattern": 1,
+}
+PREFIX_NAMES = ("attn.hook_k", "attn.hook_v")  # cached from the base run for the prefix
+# Also cached: a variant joining the staircase at layer l has the base run's resid_pre there, so
+# unless it patches something upstream of z at that layer its attention is the base run's.
+# Likewise its MLP, when the MLP's input is the base run's (see ``SuffixForward.__call__``).
+BASE_NAMES = PREFIX_NAMES + ("attn.hook_z", "hook_mlp_out")
+UPSTREAM_OF_Z = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern")
+# In a sequential block the MLP reads resid_mid: the base run's if none of these is patched either.
+UPSTREAM_OF_MLP = UPSTREAM_OF_Z + ("attn.hook_z", "hook_attn_out", "hook_resid_mid")
+
+
+def hook_kind(name: str) -> str | None:
+    """``blocks.3.attn.hook_z`` -> ``attn.hook_z``; None for hooks this forward cannot patch."""
+    parts = name.split(".", 2)
+    if len(parts) < 3 or parts[0] != "blocks":
+        return None
+    return parts[2] if parts[2] in POS_AXIS else None
+
+
+def narrow_patch(name: str, mask: torch.Tensor, values: torch.Tensor, p0: int,
+                 length: int | None = None):
+    """A patch (mask [V, 1, ...], values [B, ...]) cut to ``length`` positions from ``p0``
+    (default: all positions from ``p0`` on)."""
+    axis = POS_AXIS[hook_kind(name)]
+    n = values.shape[1 + axis] - p0 if length is None else length
+    values = values.narrow(1 + axis, p0, n)
+    if mask.shape[2 + axis] > 1:
+        mask = mask.narrow(2 + axis, p0, n)
+    return mask, values
+
+
+def where_hook(mask: torch.Tensor, values: torch.Tensor, n_pairs: int):
+    """Replace masked entries of the stacked activation [V*B, ...] with ``values`` [B or 1, ...].
+    An activation of fewer rows holds the first variants (the suffix forward computes attention
+    only for the variants that need it, which come first)."""
+    src = values.unsqueeze(0)
+
+    def hook(act, hook=None):
+        # In place, like TransformerLens's patch setters: some bridge hook points (resid_mid) hand
+        # out a tensor the block keeps using after the hook, so only an in-place write patches
+        # every use of it.
+        n_var = act.shape[0] // n_pairs
+        m = mask if n_var == mask.shape[0] else mask[:n_var]
+        stacked = act.reshape(n_var, -1, *act.shape[1:])
+        act.copy_(torch.where(m, src.to(act.dtype), stacked).reshape(act.shape))
+        return act
+
+    return hook
+
+
+class Hooks:
+    """Patch hooks by hook name: ``hooks(name, act)`` patches ``act`` if a hook is set there."""
+
+    def __init__(self, table: dict) -> None:
+        self.table = table
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.table
+
+    def __call__(self, name: str, act: torch.Tensor) -> torch.Tensor:
+        fn = self.table.get(name)
+        return fn(act) if fn is not None else act
+
+
+def join_rank(patches: tuple, layer: int) -> int:
+    """0 if the patches touch something upstream of z at ``layer``, 1 if upstream of a
+    sequential block's MLP, else 2: among variants joining a staircase at one layer, the suffix
+    forward computes attention and the MLP only for the first ones (see
+    ``SuffixForward.__call__``), so the lower ranks go first."""
+    kinds = {hook_kind(p[0]) for p in patches if p[1] == layer}
+    if kinds & set(UPSTREAM_OF_Z):
+        return 0
+    return 1 if kinds & set(UPSTREAM_OF_MLP) else 2
+
+
+def staircase_order(group: list, starts: list[int]) -> list[int]:
+    """Indices of ``group`` (variants with ``.patches``) by start layer, then by join rank."""
+    return sorted(range(len(group)), key=lambda i: (starts[i], join_rank(group[i].patches,
+                                                                         starts[i])))
