@@ -121,6 +121,9 @@ def bench_pair(host, label: str, pair: PromptPair, where: str, skip_long: bool,
     diff = float((torch.as_tensor(ours.values) - ref.cpu()).abs().max())
     print(f"head sweep (layer x head, all pos): ours {t_ours:.2f}s ({ours.chunk_size} variants "
           f"per forward)  TL {t_tl:.2f}s  ratio {t_tl / t_ours:.1f}x  max|diff| {diff:.1e}")
+    rate = gemm_rate(host.info.d_model, host.info.d_mlp) if str(host.device) == "cpu" else 0.0
+    print_bound("head sweep", lambda: run_sweep(host, SweepRequest((pair,), "head_out"),
+                                                Context()), t_ours, t_tl, rate)
 
     # Path patching from L0H0 into every later head's q: batched vs one forward per receiver.
     corr_cache = model.run_with_cache(pb.corrupted)[1]
@@ -144,12 +147,29 @@ def bench_pair(host, label: str, pair: PromptPair, where: str, skip_long: bool,
         print(f"block sweep (3 x layer x pos): ours {t_ours_b:.2f}s  TL not run ({n_tl_forwards} forwards > "
               f"--tl-block-max-forwards), "
               f"estimated {est:.1f}s from TL's per-forward time  ratio ~{est / t_ours_b:.1f}x")
+        print_bound("block sweep", block, t_ours_b, est, rate)
         return
     ref_b, t_tl_b = timed(lambda: tlp.get_act_patch_block_every(model, pb.corrupted,
                                                                 clean_cache, fn))
     diff_b = float((torch.as_tensor(ours_b) - ref_b.cpu()).abs().max())
     print(f"block sweep (3 x layer x pos): ours {t_ours_b:.2f}s  TL {t_tl_b:.2f}s  ratio "
           f"{t_tl_b / t_ours_b:.1f}x  max|diff| {diff_b:.1e}")
+
+
+def print_bound(label: str, run, t_ours: float, t_tl: float, rate: float) -> None:
+    """The sweep's matrix-product FLOPs (counted in one more run) and their time at this
+    machine's GEMM rate: no exact computation of these cells by this algorithm beats that bound,
+    so TransformerLens's time over it is the highest ratio this machine allows."""
+    if not rate:
+        return
+    from engine.dense import counting
+
+    with counting() as flops:
+        run()
+    bound = flops.total / rate / 1e9
+    print(f"  {label} bound: {flops.dense / 1e9:.0f} GFLOP dense + {flops.attention / 1e9:.0f} "
+          f"attention at {rate:.0f} GFLOP/s = {bound:.2f}s; ours / bound {t_ours / bound:.2f}x; "
+          f"TL / bound (the highest ratio possible here) {t_tl / bound:.1f}x")
 
 
 def memory_child(folder: str, device: str) -> None:
