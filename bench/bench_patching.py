@@ -167,6 +167,8 @@ def print_bound(label: str, run, t_ours: float, t_tl: float, rate: float) -> Non
     with counting() as flops:
         run()
     bound = flops.total / rate / 1e9
+    if bound < 0.05:  # a few milliseconds: overhead, not matrix products, sets the time
+        return
     print(f"  {label} bound: {flops.dense / 1e9:.0f} GFLOP dense + {flops.attention / 1e9:.0f} "
           f"attention at {rate:.0f} GFLOP/s = {bound:.2f}s; ours / bound {t_ours / bound:.2f}x; "
           f"TL / bound (the highest ratio possible here) {t_tl / bound:.1f}x")
