@@ -87,6 +87,21 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
+@pytest.fixture(autouse=True)
+def delete_closed_widgets_now():
+    """After each test (and after its window fixture has joined the worker thread), delete the
+    widgets pytest-qt closed and scheduled with ``deleteLater``, now: otherwise a test's whole
+    window is destroyed whenever the next test's first event loop runs, in the middle of that
+    test's model load, and a pyqtgraph item's Python override running mid-destruction can crash
+    shiboken (one crash in the suite so far, on a reload in the induction panel's tests)."""
+    yield
+    if "PySide6.QtCore" in sys.modules:
+        from PySide6.QtCore import QCoreApplication, QEvent
+
+        if QCoreApplication.instance() is not None:
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
 # -- leaving ----------------------------------------------------------------------------------------
 _EXIT_STATUS: list[int] = []
 
