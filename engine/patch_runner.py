@@ -323,7 +323,12 @@ class PatchRunner(ShortcutCheck):
         variant's own start. Results are keyed, so the order does not change them."""
         if self.suffix is None:
             return list(variants)
-        return sorted(variants, key=lambda v: min(self._variant_start(v), self.n_pos))
+        starts = []
+        for i, variant in enumerate(variants):
+            if i % 4096 == 0:  # a head x position sweep of a long prompt has 100k+ variants
+                self.ctx.check_cancelled()
+            starts.append(min(self._variant_start(variant), self.n_pos))
+        return [variants[i] for i in sorted(range(len(variants)), key=starts.__getitem__)]
 
     def _rows(self, bucket: tuple[int | None, list[int]]) -> int:
         return len(bucket[1]) * self.n_pairs * (self.n_pos - (bucket[0] or 0))
