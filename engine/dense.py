@@ -68,6 +68,12 @@ class counting:  # noqa: N801 - used as a context manager, like torch's own
         _count = None
 
 
+def count_dense(flops: int) -> None:
+    """Dense FLOPs of products that do not go through ``linear`` (batched narrow ones)."""
+    if _count is not None:
+        _count.dense += int(flops)
+
+
 def count_attention(flops: int) -> None:
     if _count is not None:
         _count.attention += int(flops)
@@ -114,6 +120,14 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def fusable(act_fn: str) -> bool:
     """Whether ``linear`` can apply this TransformerLens activation itself."""
     return act_fn in ACTS
+
+
+def reordered(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` ([out, in]) in oneDNN's blocked layout where ``linear`` uses oneDNN (kept by
+    the caller: a plain weight is reordered on every call), else as it is."""
+    if not _onednn(weight, weight):
+        return weight
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous())
 
 
 def pack(owner, key, sources: tuple, make) -> torch.Tensor:

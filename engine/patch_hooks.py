@@ -22,6 +22,29 @@ UPSTREAM_OF_Z = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", 
 UPSTREAM_OF_MLP = UPSTREAM_OF_Z + ("attn.hook_z", "hook_attn_out", "hook_resid_mid")
 
 
+def changed_positions(patches: dict, layer: int, p0: int, first: int, n_var: int,
+                      n_pairs: int, n_pos: int) -> torch.Tensor | None:
+    """[n_var * n_pairs, n_pos] True where the MLP input of variants ``first ..`` of ``layer``'s
+    masks (joining there with the base run's resid_pre and attention) differs from the base
+    run's: where they patch z or attn_out at this layer (positions ``p0:``). None when their
+    resid_mid is patched here (then any position may differ)."""
+    if f"blocks.{layer}.hook_resid_mid" in patches:
+        return None
+    changed = None
+    for kind in ("attn.hook_z", "hook_attn_out"):
+        entry = patches.get(f"blocks.{layer}.{kind}")
+        if entry is None:
+            continue
+        mask = entry[0][first:first + n_var]  # [n_var, 1, pos or 1, ...]
+        if mask.shape[2] > 1:
+            mask = mask.narrow(2, p0, n_pos)
+        hit = mask.reshape(*mask.shape[:3], -1).any(-1)[:, 0].expand(n_var, n_pos)
+        changed = hit if changed is None else changed | hit
+    if changed is None:
+        return None
+    return changed.repeat_interleave(n_pairs, dim=0)
+
+
 def hook_kind(name: str) -> str | None:
     """``blocks.3.attn.hook_z`` -> ``attn.hook_z``; None for hooks this forward cannot patch."""
     parts = name.split(".", 2)

@@ -104,7 +104,27 @@ class ShortcutCheck:
             layers_ok, suffix_ok = layers_ok and group_layers, suffix_ok and group_suffix
             if not layers_ok:
                 return False, False
+        narrow = self._narrow_join_variants()
+        if suffix_ok and narrow:
+            layers_ok, suffix_ok = self._check_group(narrow, self._group_start(narrow), suffix)
         return layers_ok, suffix_ok
+
+    def _narrow_join_variants(self) -> list[Variant]:
+        """hook_z of one head, or of the first and last heads, alone at the first, a middle and
+        the last patched layer: as a head sweep patches it. The suffix forward takes its narrow
+        MLP path (``engine.lowrank_join``) only at a layer where nothing between z and the MLP's
+        output is patched, which the mixed variants above do not give it."""
+        entries = sorted((_layer_of(n), n) for n in self.names
+                         if _suffix(n) == "attn.hook_z" and n in self.base
+                         and n in self.sources["source"])
+        if not entries:
+            return []
+        n_heads = int(self.base[entries[0][1]].shape[2])
+        picks = dict.fromkeys([entries[0], entries[len(entries) // 2], entries[-1]])
+        heads = [[i % n_heads] if i != 1 else sorted({0, n_heads - 1}) for i in range(3)]
+        return [Variant(i, tuple((name, layer, (slice(None), head, slice(None)))
+                                 for head in heads[i]))
+                for i, (layer, name) in enumerate(picks)]
 
     def _check_group(self, variants: list[Variant], p_start: int,
                      suffix: list) -> tuple[bool, bool]:

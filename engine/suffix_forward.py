@@ -24,17 +24,19 @@ the query scores the suffix through W_K and pools it before W_V.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from engine.block_form import Unsupported, describe, rotate
-from engine.dense import count_attention, linear, pack
+from engine.block_form import Unsupported, describe
+from engine.dense import linear, pack
+from engine.lowrank_join import LowRankJoin
 from engine.patch_hooks import (
     UPSTREAM_OF_MLP,
     UPSTREAM_OF_Z,
     Hooks,
+    changed_positions,
     narrow_patch,
     where_hook,
 )
+from engine.suffix_attention import SuffixAttention
 
 
 def plain_layer_norm(ln, eps: float) -> torch.nn.LayerNorm | None:
@@ -58,21 +60,7 @@ def readout(model, x: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def _flat(weight: torch.Tensor) -> torch.Tensor:
-    """[heads, d_model, d_head] -> [heads * d_head, d_model] (``F.linear``'s layout)."""
-    return weight.permute(0, 2, 1).reshape(-1, weight.shape[1])
-
-
-def _bias(*biases) -> torch.Tensor | None:
-    """Biases of a fused projection, flattened and joined; zeros stand in for a missing one."""
-    if all(b is None for b in biases):
-        return None
-    ref = next(b for b in biases if b is not None)
-    return torch.cat([b.reshape(-1) if b is not None else ref.new_zeros(n)
-                      for b, n in zip(biases, _bias.sizes, strict=True)])
-
-
-class SuffixForward:
+class SuffixForward(SuffixAttention):
     """The staircase forward of ``PatchRunner`` over positions ``p0:`` only."""
 
     def __init__(self, model, base: dict, n_pairs: int, check_cancelled=lambda: None,
@@ -86,6 +74,7 @@ class SuffixForward:
         cfg = model.cfg
         self._flat: dict[int, dict] = {}
         self.query_rows = 0  # variant-positions whose attention was computed (for tests, benches)
+        self.mlp_rows = 0  # variant-positions whose MLP was computed (for tests, benches)
         eps = float(getattr(cfg, "eps", 1e-5))
         self._norms = {}
         for i, block in enumerate(model.blocks):
@@ -104,6 +93,8 @@ class SuffixForward:
         # The last layer's key-free query needs unrotated, ungrouped keys.
         self._pool_keys = not form.rotary and form.n_kv_heads == form.n_heads
         self._act = form.act if form.act and self._fused_mlp_is_exact() else None
+        self.lowrank = LowRankJoin(model, form, self._norms) if self._act else None
+        self.mlp_rows = 0  # (the probe above counted too)
 
     def _fused_mlp_is_exact(self) -> bool:
         """Whether the fused MLP (the configured activation) computes what the bridge's MLP
@@ -121,29 +112,6 @@ class SuffixForward:
             return False
         tol = 1e-4 * max(1.0, float(want.abs().max()))
         return bool(torch.isfinite(got).all()) and float((got - want).abs().max()) <= tol
-
-    # -- weights --------------------------------------------------------------------------------
-    def _weights(self, layer: int) -> dict:
-        """The layer's attention weights as plain matrices, so each projection is one dense layer
-        over all heads (``F.linear``'s [heads * d_head, d_model]) instead of a batched product
-        per head."""
-        w = self._flat.get(layer)
-        if w is None:
-            attn = self.model.blocks[layer].attn
-            w_q, w_k, w_v, w_o = attn.W_Q, attn.W_K, attn.W_V, attn.W_O
-            model = self.model
-            _bias.sizes = (w_k.shape[0] * w_k.shape[2], w_v.shape[0] * w_v.shape[2])
-            w = {"q": pack(model, ("q", layer), (w_q,), lambda: _flat(w_q).contiguous()),
-                 "bq": None if attn.b_Q is None else attn.b_Q.reshape(-1),
-                 "kv": pack(model, ("kv", layer), (w_k, w_v),
-                            lambda: torch.cat([_flat(w_k), _flat(w_v)])),
-                 "bkv": _bias(getattr(attn, "b_K", None), getattr(attn, "b_V", None)),
-                 "q_heads": tuple(w_q.shape[::2]), "k_heads": tuple(w_k.shape[::2]),
-                 "o": pack(model, ("o", layer), (w_o,),
-                           lambda: w_o.reshape(-1, w_o.shape[-1]).t().contiguous()),
-                 "bo": getattr(attn, "b_O", None), "d_z": w_o.shape[0] * w_o.shape[1]}
-            self._flat[layer] = w
-        return w
 
     # -- the MLP --------------------------------------------------------------------------------
     def _mlp_add(self, layer: int, h: torch.Tensor, residual: torch.Tensor,
@@ -175,6 +143,7 @@ class SuffixForward:
         layer) when given."""
         mlp = self.model.blocks[layer].mlp
         act = self._act
+        self.mlp_rows += h.shape[0] * h.shape[1] // self.n_pairs
         if act is None:
             out = mlp(h)
             return out if residual is None else residual + out
@@ -195,15 +164,27 @@ class SuffixForward:
                       ).reshape(shape)
 
     def _block_rest(self, layer: int, x: torch.Tensor, y: torch.Tensor,
-                    patched: Hooks, base_out: torch.Tensor | None = None) -> torch.Tensor:
+                    patched: Hooks, base_out: torch.Tensor | None = None,
+                    joining: tuple = (0, None, 0)) -> torch.Tensor:
         """After the attention: ``y = x + attn_out``. A sequential block runs its MLP on
         ``ln2(y)`` (through hook_resid_mid); a parallel one on the norm of ``x``. ``base_out``:
-        the base run's MLP output for the last rows, whose MLP input is the base run's."""
+        the base run's MLP output for the last rows, whose MLP input is the base run's.
+        ``joining``: (first row, [rows, pos] mask, p0) of rows that joined here with the base
+        run's attention and whose MLP input differs from the base run's only where the mask is
+        set: their MLP is computed there only."""
         n = len(x) - (0 if base_out is None else len(base_out))
         if self.form.parallel:
             h = self._norms[layer, self.form.mlp_norm](x[:n])
             return self._mlp_add(layer, h, y, patched, base_out)
         y = patched(f"blocks.{layer}.hook_resid_mid", y)
+        first, changed, p0 = joining
+        if changed is not None and self._act is not None:
+            n_join = len(changed)
+            out = self._base_act(layer, "hook_mlp_out", n_join, p0)  # a copy (repeat)
+            out[changed] = self._mlp_out(layer, self._norms[layer, "ln2"](
+                y[first:first + n_join][changed])[:, None])[:, 0]
+            base_out = out if base_out is None else torch.cat([out, base_out])
+            n = first
         return self._mlp_add(layer, self._norms[layer, "ln2"](y[:n]), y, patched, base_out)
 
     # -- the whole staircase --------------------------------------------------------------------
@@ -254,10 +235,21 @@ class SuffixForward:
                 x = self._last_layer(layer, x, p0, answer - p0, patched, Hooks(last),
                                      n_computed, n_mlp)
                 return readout(model, x)
+            changed = None
+            if n_computed < n_mlp and not self.form.parallel:
+                changed = changed_positions(patches, layer, p0, n_computed // b,
+                                            (n_mlp - n_computed) // b, b, x.shape[1])
+            # Joining rows whose z changes at most positions: narrow MLP products at every
+            # position (about half an MLP each); at few positions: the MLP there only.
+            if ((changed is None or 2 * int(changed.sum()) > changed.numel())
+                    and n_computed < n_mlp and self.lowrank is not None
+                    and self.lowrank.usable(layer, patches)):
+                x = self._narrow_join(layer, x, p0, patched, n_computed, n_mlp)
+                continue
             y = self._attention(layer, x, p0, patched, n_computed)
             base_out = (self._base_act(layer, "hook_mlp_out", len(x) - n_mlp, p0)
                         if n_mlp < len(x) else None)
-            x = self._block_rest(layer, x, y, patched, base_out)
+            x = self._block_rest(layer, x, y, patched, base_out, (n_computed, changed, p0))
         n_var = x.shape[0] // b
         rows = torch.arange(x.shape[0], device=x.device)
         x = x[rows, (answer_pos - p0).repeat(n_var)][:, None, :]
@@ -276,139 +268,6 @@ class SuffixForward:
             if len(hit):
                 need = max(need, int(hit[-1]) + 1)
         return need
-
-    # -- attention ------------------------------------------------------------------------------
-    def _rotary(self, layer: int, t: torch.Tensor, first: int) -> torch.Tensor:
-        """Rotary positions ``first .. first + len`` on q or k [R, len, heads, d_head]."""
-        if not self.form.rotary:
-            return t
-        cos, sin = self._rot[layer]
-        n = t.shape[1]
-        return rotate(t, cos[:, first:first + n], sin[:, first:first + n])
-
-    def _prefix(self, layer: int, kind: str, p0: int, n_var: int) -> torch.Tensor:
-        """The base run's keys (rotated) or values at positions ``:p0`` for ``n_var`` variants."""
-        name = f"blocks.{layer}.attn.hook_{kind}"
-        if kind == "k" and self.form.rotary:
-            full = self._keys_rotated.get(layer)
-            if full is None:
-                full = self._keys_rotated[layer] = self._rotary(layer, self.base[name], 0)
-        else:
-            full = self.base[name]
-        return full[:, :p0].repeat(n_var, 1, 1, 1)
-
-    def _keys_values(self, layer: int, h: torch.Tensor, p0: int, patched):
-        w = self._weights(layer)
-        name = f"blocks.{layer}.attn."
-        n_var = h.shape[0] // self.n_pairs
-        kv = linear(h.reshape(-1, h.shape[-1]), w["kv"], w["bkv"])
-        k, v = kv.reshape(h.shape[0], h.shape[1], 2, *w["k_heads"]).unbind(2)
-        if name + "hook_k" in patched:
-            k = patched(name + "hook_k", k.contiguous())
-        if name + "hook_v" in patched:
-            v = patched(name + "hook_v", v.contiguous())
-        k = self._rotary(layer, k, p0)
-        if p0:
-            k = torch.cat([self._prefix(layer, "k", p0, n_var), k], dim=1)
-            v = torch.cat([self._prefix(layer, "v", p0, n_var), v], dim=1)
-        return k, v
-
-    def _z(self, layer: int, h_q: torch.Tensor, k, v, first_q: int, patched) -> torch.Tensor:
-        w = self._weights(layer)
-        name = f"blocks.{layer}.attn."
-        self.query_rows += h_q.shape[0] * h_q.shape[1] // self.n_pairs
-        q = linear(h_q.reshape(-1, h_q.shape[-1]), w["q"], w["bq"])
-        q = patched(name + "hook_q", q.reshape(h_q.shape[0], h_q.shape[1], *w["q_heads"]))
-        q = self._rotary(layer, q, first_q)
-        n_q, n_k = q.shape[1], k.shape[1]
-        # q·k and pattern·v over the keys each query sees (causal)
-        count_attention(4 * q.shape[0] * q.shape[2] * q.shape[3]
-                        * (n_q * first_q + n_q * (n_q + 1) // 2))
-        group = self.form.group
-        if name + "hook_pattern" not in patched:  # the fused kernel; the pattern stays inside
-            return self._fused_attention(q, k, v, first_q)
-        future = self._future(n_q, n_k, first_q, h_q.device)
-        if group > 1:
-            k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.form.scale
-        scores = scores.masked_fill(future, float("-inf"))
-        pattern = patched(name + "hook_pattern", scores.softmax(-1))
-        return torch.einsum("bhqk,bkhe->bqhe", pattern, v)
-
-    def _future(self, n_q: int, n_k: int, first_q: int, device, seen: bool = False):
-        """[n_q, n_k] True where a query (first at ``first_q``) must not look, or with ``seen``
-        where it may (kept per shape)."""
-        key = (n_q, n_k, first_q, str(device), seen)
-        if key not in self._masks:
-            future = torch.ones(n_q, n_k, dtype=torch.bool, device=device).triu(first_q + 1)
-            self._masks[key] = ~future if seen else future
-        return self._masks[key]
-
-    def _fused_attention(self, q, k, v, first_q: int) -> torch.Tensor:
-        """z [B, n_q, heads, d_head] from PyTorch's fused attention. When the queries are the
-        last ones of the keys and more than half of them, the queries are padded in front to the
-        keys' length and the kernel's own causal mode skips the future's blocks (half the work of
-        the masked call, and no mask to read); otherwise a cached mask."""
-        n_q, n_k = q.shape[1], k.shape[1]
-        qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        gqa = self.form.group > 1
-        if first_q + n_q == n_k and 2 * n_q > n_k:
-            if first_q:
-                qt = torch.cat([qt.new_zeros(qt.shape[0], qt.shape[1], first_q, qt.shape[3]),
-                                qt], dim=2)
-            z = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True,
-                                               scale=self.form.scale, enable_gqa=gqa)
-            return z[:, :, first_q:].transpose(1, 2)
-        seen = self._future(n_q, n_k, first_q, q.device, seen=True)
-        z = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=seen, scale=self.form.scale,
-                                           enable_gqa=gqa)
-        return z.transpose(1, 2)
-
-    def _attn_out(self, layer: int, z: torch.Tensor | None, base_z: torch.Tensor | None,
-                  patched: Hooks, x: torch.Tensor) -> torch.Tensor:
-        """``x`` plus the attention output: z (computed rows, then the base run's rows) -> hook_z
-        -> W_O -> hook_attn_out; the residual add is fused into W_O unless attn_out is patched."""
-        w = self._weights(layer)
-        if base_z is not None:
-            z = base_z if z is None else torch.cat([z, base_z])
-        z = patched(f"blocks.{layer}.attn.hook_z", z).reshape(-1, w["d_z"])
-        name = f"blocks.{layer}.hook_attn_out"
-        if name in patched:
-            return x + patched(name, linear(z, w["o"], w["bo"]).reshape(x.shape))
-        return linear(z, w["o"], w["bo"], residual=x.reshape(-1, x.shape[-1])).reshape(x.shape)
-
-    def _answer_z(self, layer: int, h: torch.Tensor, p0: int, a: int, at_answer) -> torch.Tensor:
-        """z at the answer position [R, 1, heads, d_head] without keys or values for the suffix:
-        q.(h W_K + b_K) = (W_K q).h + q.b_K, and sum_t p_t (h_t W_V + b_V) = (sum_t p_t h_t) W_V
-        + (sum_t p_t) b_V, so one query costs a few matrix-vector products per head instead of
-        two projections of every position. Prefix positions use the base run's cached k, v.
-        Only without rotary positions and grouped keys (``_pool_keys``)."""
-        attn, w = self.model.blocks[layer].attn, self._weights(layer)
-        name = f"blocks.{layer}.attn."
-        rows = h.shape[0]
-        self.query_rows += rows // self.n_pairs
-        q = linear(h[:, a], w["q"], w["bq"]).reshape(rows, 1, *w["q_heads"])
-        q = at_answer(name + "hook_q", q)[:, 0]  # [R, heads, d_head]
-        seen = h[:, :a + 1]  # suffix positions up to the answer
-        scores = torch.einsum("rhd,rtd->rht", torch.einsum("rhe,hde->rhd", q, attn.W_K), seen)
-        if attn.b_K is not None:
-            scores = scores + (q * attn.b_K).sum(-1, keepdim=True)
-        n_var = rows // self.n_pairs
-        if p0:
-            scores = torch.cat([torch.einsum("rhe,rthe->rht", q, self._prefix(layer, "k", p0,
-                                                                             n_var)), scores], -1)
-        probs = (scores * self.form.scale).softmax(-1)
-        n_k = p0 + h.shape[1]
-        pattern = at_answer(name + "hook_pattern",
-                            F.pad(probs, (0, n_k - probs.shape[-1]))[:, :, None, :])[:, :, 0]
-        p_suffix = pattern[..., p0:p0 + a + 1]
-        z = torch.einsum("rhd,hde->rhe", torch.einsum("rht,rtd->rhd", p_suffix, seen), attn.W_V)
-        if attn.b_V is not None:
-            z = z + p_suffix.sum(-1, keepdim=True) * attn.b_V
-        if p0:
-            z = z + torch.einsum("rht,rthe->rhe", pattern[..., :p0],
-                                 self._prefix(layer, "v", p0, n_var))
-        return z[:, None]
 
     def _base_z(self, layer: int, n_rows: int, first: int, length: int | None = None):
         """The base run's z at positions ``first:`` (``length`` of them) for ``n_rows`` rows."""
@@ -433,6 +292,39 @@ class SuffixForward:
         if n_computed:
             z = self._z(layer, h, *self._keys_values(layer, h, p0, patched), p0, patched)
         return self._attn_out(layer, z, base_z, patched, x)
+
+    def _narrow_join(self, layer: int, x: torch.Tensor, p0: int, patched: Hooks,
+                     n_computed: int, n_mlp: int) -> torch.Tensor:
+        """A sequential layer whose only patch up to the MLP is hook_z: attention for the first
+        ``n_computed`` rows, the base run's z for the rest; rows up to ``n_mlp`` (joining here,
+        their z patched) take their MLP from ``engine.lowrank_join``, the last ones the base
+        run's MLP output."""
+        w, b = self._weights(layer), self.n_pairs
+        name = f"blocks.{layer}."
+        z = None
+        if n_computed:
+            h = self._norms[layer, "ln1"](x[:n_computed])
+            z = self._z(layer, h, *self._keys_values(layer, h, p0, patched), p0, patched)
+        base_z = self._base_z(layer, len(x) - n_computed, p0)
+        z = patched(name + "attn.hook_z", base_z if z is None else torch.cat([z, base_z]))
+        base_pairs = self.base[name + "attn.hook_z"][:, p0:]
+        joined = z[n_computed:n_mlp]
+        dz = (joined.reshape(-1, b, *joined.shape[1:]) - base_pairs).reshape(joined.shape)
+
+        def resid_mid(zz, xx):  # xx + attention output of z
+            return linear(zz.reshape(-1, w["d_z"]), w["o"], w["bo"],
+                          residual=xx.reshape(-1, xx.shape[-1])).reshape(xx.shape)
+
+        parts = []
+        if n_computed:
+            y = resid_mid(z[:n_computed], x[:n_computed])
+            parts.append(self._mlp_out(layer, self._norms[layer, "ln2"](y), y))
+        parts.append(self.lowrank(layer, resid_mid(base_pairs, self.base[
+            name + "hook_resid_pre"][:, p0:]), dz, b))
+        if n_mlp < len(x):
+            parts.append(resid_mid(z[n_mlp:], x[n_mlp:])
+                         + self._base_act(layer, "hook_mlp_out", len(x) - n_mlp, p0))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def _last_layer(self, layer: int, x: torch.Tensor, p0: int, a: int, patched: Hooks,
                     at_answer: Hooks, n_computed: int, n_mlp: int):

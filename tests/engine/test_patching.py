@@ -375,3 +375,28 @@ def test_joining_variants_that_patch_after_z_take_the_base_attention_in_a_mixed_
     want = sum(sum((3 * layer + 1) * (n - p) for layer in range(n_layers - 1))
                + 3 * (n_layers - 1) + 1 for p in range(first, n))
     assert runner.suffix.query_rows == want
+
+
+def test_cells_joining_with_an_attn_out_patch_compute_their_mlp_at_the_patched_position_only(
+        shaped_host, monkeypatch):
+    """An attn_out patch at position p changes that layer's MLP input at p alone (the cell
+    takes the base run's attention there): the MLP runs at p, the other positions take the base
+    run's MLP output. Counted over a block sweep in one forward; same numbers as TL."""
+    from engine.patch_runner import PatchRunner
+
+    monkeypatch.setattr(PatchRunner, "min_rows", 0)
+    early = PromptPair("John gave a drink to Mary and then went home, and", "Mary gave a drink "
+                       "to Mary and then went home, and", " John", " Mary")
+    shaped_host.__dict__.pop("_patching_runner", None)
+    ours = check(shaped_host, [early], "block")
+    runner = shaped_host.__dict__["_patching_runner"][1]
+    assert ours.chunk_size >= ours.total
+    pb = prepare_pairs(shaped_host, [early])
+    first = int((pb.clean != pb.corrupted).any(0).nonzero()[0])
+    n, n_layers = runner.n_pos, runner.n_layers
+    # Per position bucket p, layer l below the last: 3 * l cells started below and the
+    # resid_pre cell joining there over the n - p positions, the attn_out cell at p only, the
+    # mlp_out cell not at all; the last layer at the answer position: every cell but mlp_out's.
+    want = sum(sum((3 * layer + 1) * (n - p) + 1 for layer in range(n_layers - 1))
+               + 3 * n_layers - 1 for p in range(first, n))
+    assert runner.suffix.mlp_rows == want

@@ -1,0 +1,129 @@
+"""The head sweep's narrow MLP products at the joining layer (engine/lowrank_join.py) give
+TransformerLens's numbers on LayerNorm and RMSNorm models whose norm weights, norm biases and MLP
+biases are not their initial ones (TransformerLens folds the norms' into the MLP's weights and
+bias, so the constant term is exercised); the exactness check exercises the path and rejects it
+when it is wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.host import load_host
+from engine.jobs import Context
+from engine.lowrank_join import LowRankJoin, norm_affine
+from engine.model_sources import ModelSpec
+from engine.patching import SweepRequest, run_sweep
+from tests.model_matrix import make_family_folder
+from tests.tl_reference import PAIRS, Runs, assert_spread
+
+
+def _vectors_randomised(folder):
+    """Every 1-D tensor of the checkpoint (norm weights, biases) set to random values: a random
+    initialisation leaves norm weights at one and biases at zero, which would hide a wrong
+    constant term."""
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    g = torch.Generator().manual_seed(5)
+    for name, t in tensors.items():
+        if t.dim() == 1:
+            noise = torch.randn(t.shape, generator=g)
+            is_weight = "norm" in name or "ln" in name
+            tensors[name] = (1.0 + 0.5 * noise if is_weight else 0.3 * noise).to(t.dtype)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def skewed_host(tmp_path_factory):
+    hosts = {}
+
+    def get(family):
+        if family not in hosts:
+            folder = make_family_folder(family, tmp_path_factory.mktemp(family))
+            hosts[family] = load_host(ModelSpec("folder", str(_vectors_randomised(folder)),
+                                                "cpu"))
+        return hosts[family]
+
+    return get
+
+
+def _sweep(host, kind, pairs):
+    host.__dict__.pop("_patching_runner", None)  # a fresh runner: its counters start at zero
+    ours = run_sweep(host, SweepRequest(PAIRS[pairs], kind, metric="logit_diff"), Context())
+    return ours, host.__dict__["_patching_runner"][1]
+
+
+# LayerNorm with biases (GPT-2), RMSNorm with a gated MLP and grouped keys (Llama), RMSNorm with
+# Gemma's weight offset, multi-query attention (GPT-BigCode).
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma", "gpt_bigcode"])
+@pytest.mark.parametrize("kind,pairs", [("head_out", "two_pairs"), ("head_out_by_pos", "first")])
+def test_narrow_join_equals_transformer_lens(skewed_host, family, kind, pairs):
+    """By position, a cell's z changes one position: its MLP runs there alone instead."""
+    host = skewed_host(family)
+    ours, runner = _sweep(host, kind, pairs)
+    assert runner.suffix is not None and runner.suffix.lowrank is not None
+    if kind == "head_out":
+        assert runner.suffix.lowrank.rows > 0, "the head sweep did not take the narrow path"
+    else:
+        assert runner.suffix.lowrank.rows == 0
+    ref = Runs(host, PAIRS[pairs], "logit_diff").sweep(kind)
+    scale = assert_spread(ref, kind)
+    np.testing.assert_allclose(ours.values, ref, atol=1e-4 * max(1.0, scale), rtol=1e-4)
+
+
+def test_the_exactness_check_runs_the_narrow_path_and_rejects_it_when_wrong(skewed_host,
+                                                                            monkeypatch):
+    """A narrow path that drops the norm's constant term is caught by the per-model check, which
+    then keeps the suffix forward off; the sweep still gives TransformerLens's numbers."""
+    host = skewed_host("gpt2")
+    real = LowRankJoin.__call__
+    calls = []
+
+    def wrong(self, layer, y_base, dz, n_pairs):
+        calls.append(layer)
+        return real(self, layer, y_base, dz, n_pairs) * 1.001
+
+    monkeypatch.setattr(LowRankJoin, "__call__", wrong)
+    host.__dict__.pop("_patching_shortcuts_exact", None)
+    ours, runner = _sweep(host, "head_out", "middle")
+    assert calls, "the check never ran the narrow path"
+    assert runner.suffix is None
+    ref = Runs(host, PAIRS["middle"], "logit_diff").sweep("head_out")
+    scale = assert_spread(ref, "head_out")
+    np.testing.assert_allclose(ours.values, ref, atol=1e-4 * max(1.0, scale), rtol=1e-4)
+    host.__dict__.pop("_patching_shortcuts_exact", None)  # later tests check afresh
+
+
+def test_the_narrow_path_matches_the_full_products(skewed_host, monkeypatch):
+    """Same sweep with the narrow path turned off: the cells agree to float32 rounding."""
+    host = skewed_host("llama")
+    on, runner = _sweep(host, "head_out", "middle")
+    assert runner.suffix.lowrank.rows > 0
+    monkeypatch.setattr(LowRankJoin, "usable", lambda self, layer, patches: False)
+    off, runner = _sweep(host, "head_out", "middle")
+    assert runner.suffix.lowrank.rows == 0
+    assert np.ptp(off.values) > 1e-2
+    np.testing.assert_allclose(on.values, off.values, atol=2e-5 * np.abs(off.values).max())
+
+
+def test_norm_affine_reads_layer_norms_and_refuses_other_modules():
+    ln = torch.nn.LayerNorm(8, eps=1e-3)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.uniform_(-1, 1)
+    centred, weight, bias, eps = norm_affine(ln, None)
+    assert centred and eps == pytest.approx(1e-3)
+    assert torch.equal(weight, ln.weight.detach()) and torch.equal(bias, ln.bias.detach())
+
+    class Doubling(torch.nn.Module):  # not a norm: scales its input
+        weight = torch.ones(8)
+        uses_rms_norm = True
+        uses_weight_offset = False
+
+        def forward(self, y):
+            return 2 * y
+
+    assert norm_affine(Doubling(), None) is None
