@@ -116,7 +116,10 @@ class LowRankJoin:
             return hit[1]
         n_heads, d_head, d_model = w_o.shape
         d_mlp = mlp.W_in.shape[1]
-        size = (1 + self.form.gated) * n_heads * d_head * d_mlp + n_heads * d_head * d_model
+        # TransformerLens folds the norms' weights into the next products (weight 1): W' is then
+        # W_in itself, packed once for the MLP (engine.dense.pack); otherwise it is kept here.
+        folded = bool((weight == 1).all())
+        size = (1 + self.form.gated) * d_mlp * (n_heads * d_head + (0 if folded else d_model))
         used = sum(m["bytes"] for k, (_s, m) in store.items() if k != layer)
         if used + 4 * size > LOWRANK_BUDGET_BYTES:
             return None
@@ -124,20 +127,22 @@ class LowRankJoin:
             w_oc = w_o - w_o.mean(-1, keepdim=True) if centred else w_o
             flat_o = w_oc.reshape(n_heads * d_head, d_model)
 
-            def narrow(w_mat, b_mat):
+            def narrow(key, w_mat, b_mat):
                 """(M_h of every head [heads, d_head, d_mlp], W' as a linear weight
                 [d_mlp, d_model], the constant b W + b_mat)."""
-                w_eff = w_mat * weight[:, None]
+                w_eff = w_mat if folded else w_mat * weight[:, None]
                 m = (flat_o @ w_eff).reshape(n_heads, d_head, d_mlp)
                 const = b_mat
                 if bias is not None:
                     const = bias @ w_mat + (0 if b_mat is None else b_mat)
-                return m, reordered(w_eff.t()), const
+                w_lin = (pack(self.model, (key, layer), (w_mat,), lambda: w_mat.t()) if folded
+                         else reordered(w_eff.t()))
+                return m, w_lin, const
 
             mats = {"o": w_o.detach().contiguous(),  # [heads, d_head, d_model]
-                    "in": narrow(mlp.W_in, mlp.b_in), "bytes": 4 * size}
+                    "in": narrow("mlp_in", mlp.W_in, mlp.b_in), "bytes": 4 * size}
             if self.form.gated:
-                mats["gate"] = narrow(mlp.W_gate, getattr(mlp, "b_gate", None))
+                mats["gate"] = narrow("mlp_gate", mlp.W_gate, getattr(mlp, "b_gate", None))
         store[layer] = (sig, mats)
         return mats
 

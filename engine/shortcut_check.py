@@ -99,14 +99,16 @@ class ShortcutCheck:
         size = max(1, self.chunk_size(CHECK_BUDGET_MB, CHECK_MAX_TOKENS, patterns=True))
         layers_ok = suffix_ok = True
         suffix: list = []  # built once, on the first group that gets that far
-        for i in range(0, len(variants), size):
-            group_layers, group_suffix = self._check_group(variants[i:i + size], p_start, suffix)
+        # The narrow-join variants one at a time (see there): at 512 tokens three in one group
+        # raised the peak memory by 0.5 GB.
+        narrow = self._narrow_join_variants()
+        groups = [(variants[i:i + size], p_start) for i in range(0, len(variants), size)]
+        groups += [(narrow[i:i + 1], self._group_start(narrow)) for i in range(len(narrow))]
+        for group, start in groups:
+            group_layers, group_suffix = self._check_group(group, start, suffix)
             layers_ok, suffix_ok = layers_ok and group_layers, suffix_ok and group_suffix
             if not layers_ok:
                 return False, False
-        narrow = self._narrow_join_variants()
-        if suffix_ok and narrow:
-            layers_ok, suffix_ok = self._check_group(narrow, self._group_start(narrow), suffix)
         return layers_ok, suffix_ok
 
     def _narrow_join_variants(self) -> list[Variant]:

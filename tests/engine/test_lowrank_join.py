@@ -127,3 +127,31 @@ def test_norm_affine_reads_layer_norms_and_refuses_other_modules():
             return 2 * y
 
     assert norm_affine(Doubling(), None) is None
+
+
+def test_a_norm_weight_that_is_not_folded_is_applied(skewed_host):
+    """TransformerLens folds norm weights into the MLP, so sweeps only meet weight 1; a norm
+    with its own weight and bias (as the formula allows) gives the module's MLP output too."""
+    from engine.block_form import describe
+
+    model = skewed_host("gpt2").model
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(3)
+    ln = torch.nn.LayerNorm(cfg.d_model, eps=cfg.eps)
+    with torch.no_grad():
+        ln.weight.copy_(1 + 0.5 * torch.randn(cfg.d_model, generator=g))
+        ln.bias.copy_(0.3 * torch.randn(cfg.d_model, generator=g))
+    join = LowRankJoin(model, describe(model), {(0, "ln2"): ln})
+    assert join.usable(0, {"blocks.0.attn.hook_z": None})
+    n_pos = 5
+    y_base = 3 * torch.randn(1, n_pos, cfg.d_model, generator=g)
+    dz = torch.zeros(2, n_pos, cfg.n_heads, cfg.d_head)
+    dz[0, :, 1] = torch.randn(n_pos, cfg.d_head, generator=g)
+    dz[1, :, cfg.n_heads - 1] = torch.randn(n_pos, cfg.d_head, generator=g)
+    with torch.inference_mode():
+        got = join(0, y_base, dz, 1)
+        w_o = model.blocks[0].attn.W_O
+        y = y_base + torch.einsum("rthe,hed->rtd", dz, w_o)
+        want = y + model.blocks[0].mlp(ln(y))
+    assert float((want - y).abs().max()) > 1e-2  # the MLP adds something
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
