@@ -352,24 +352,30 @@ def test_variants_take_the_base_attention_at_their_own_layer(shaped_host):
     assert runner.suffix.query_rows == sum(below[:-1]) * suffix + below[-1]
 
 
+def _block_sweep_in_one_forward(host, monkeypatch):
+    """The block sweep of a pair differing early, every start position its own bucket, all in
+    one forward (same numbers as TL): (runner, first difference, positions, layers)."""
+    from engine.patch_runner import PatchRunner
+
+    monkeypatch.setattr(PatchRunner, "min_rows", 0)
+    early = PromptPair("John gave a drink to Mary and then went home, and", "Mary gave a drink "
+                       "to Mary and then went home, and", " John", " Mary")
+    host.__dict__.pop("_patching_runner", None)
+    ours = check(host, [early], "block")
+    runner = host.__dict__["_patching_runner"][1]
+    assert ours.chunk_size >= ours.total  # one chunk: every start position holds every component
+    pb = prepare_pairs(host, [early])
+    first = int((pb.clean != pb.corrupted).any(0).nonzero()[0])
+    return runner, first, runner.n_pos, runner.n_layers
+
+
 def test_joining_variants_that_patch_after_z_take_the_base_attention_in_a_mixed_forward(
         shaped_host, monkeypatch):
     """In one forward holding resid_pre, attn_out and mlp_out cells of every layer (the block
     sweep, one forward per patched position), the cells joining at layer l that patch attn_out or
     mlp_out there still take the base run's attention: only the resid_pre cell joining there
     computes it, with the cells that started below. Same numbers as TL."""
-    from engine.patch_runner import PatchRunner
-
-    monkeypatch.setattr(PatchRunner, "min_rows", 0)
-    early = PromptPair("John gave a drink to Mary and then went home, and", "Mary gave a drink "
-                       "to Mary and then went home, and", " John", " Mary")
-    shaped_host.__dict__.pop("_patching_runner", None)
-    ours = check(shaped_host, [early], "block")
-    runner = shaped_host.__dict__["_patching_runner"][1]
-    assert ours.chunk_size >= ours.total  # one chunk: every start position holds every component
-    pb = prepare_pairs(shaped_host, [early])
-    first = int((pb.clean != pb.corrupted).any(0).nonzero()[0])
-    n, n_layers = runner.n_pos, runner.n_layers
+    runner, first, n, n_layers = _block_sweep_in_one_forward(shaped_host, monkeypatch)
     # Per position bucket: at layer l, 3 * l cells started below and one resid_pre cell joins
     # (attention over the bucket's n - p positions); the last layer runs the answer query only.
     want = sum(sum((3 * layer + 1) * (n - p) for layer in range(n_layers - 1))
@@ -382,18 +388,7 @@ def test_cells_joining_with_an_attn_out_patch_compute_their_mlp_at_the_patched_p
     """An attn_out patch at position p changes that layer's MLP input at p alone (the cell
     takes the base run's attention there): the MLP runs at p, the other positions take the base
     run's MLP output. Counted over a block sweep in one forward; same numbers as TL."""
-    from engine.patch_runner import PatchRunner
-
-    monkeypatch.setattr(PatchRunner, "min_rows", 0)
-    early = PromptPair("John gave a drink to Mary and then went home, and", "Mary gave a drink "
-                       "to Mary and then went home, and", " John", " Mary")
-    shaped_host.__dict__.pop("_patching_runner", None)
-    ours = check(shaped_host, [early], "block")
-    runner = shaped_host.__dict__["_patching_runner"][1]
-    assert ours.chunk_size >= ours.total
-    pb = prepare_pairs(shaped_host, [early])
-    first = int((pb.clean != pb.corrupted).any(0).nonzero()[0])
-    n, n_layers = runner.n_pos, runner.n_layers
+    runner, first, n, n_layers = _block_sweep_in_one_forward(shaped_host, monkeypatch)
     # Per position bucket p, layer l below the last: 3 * l cells started below and the
     # resid_pre cell joining there over the n - p positions, the attn_out cell at p only, the
     # mlp_out cell not at all; the last layer at the answer position: every cell but mlp_out's.
