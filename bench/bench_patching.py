@@ -13,9 +13,11 @@ model in a child process and reports its peak memory with the default 512 MiB ch
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -335,6 +337,7 @@ def main() -> None:
     from tests.model_fixtures import make_gpt2_folder
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_patching_"))
+    atexit.register(shutil.rmtree, tmp, True)  # its 12-layer model folders take about 1 GB
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; times are the best of "
           f"{args.repeats} runs (bundled) / {args.repeats_big} (12-layer), for both sides")
     REPEATS[0] = args.repeats
