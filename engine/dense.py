@@ -130,6 +130,13 @@ def reordered(weight: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous())
 
 
+def signature(sources) -> tuple:
+    """What a derived weight kept per model depends on: each source tensor's storage, in-place
+    version (inference tensors keep no version counter), shape and strides."""
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version, tuple(t.shape),
+                  t.stride()) for t in sources)
+
+
 def pack(owner, key, sources: tuple, make) -> torch.Tensor:
     """The weight ``make()`` builds ([out, in], from the tensors ``sources``), reordered for oneDNN
     and kept on ``owner`` (the model) under ``key`` for later calls; or ``make()`` as it is where
@@ -139,8 +146,7 @@ def pack(owner, key, sources: tuple, make) -> torch.Tensor:
     if not _onednn(first, first):
         return make()
     store = _packs.setdefault(owner, {})
-    sig = tuple((t.data_ptr(), -1 if t.is_inference() else t._version, tuple(t.shape),
-                 t.stride()) for t in sources)  # inference tensors keep no version counter
+    sig = signature(sources)
     hit = store.get(key)
     if hit is not None and hit[0] == sig:
         return hit[1]

@@ -34,7 +34,7 @@ import weakref
 
 import torch
 
-from engine.dense import ACTS, count_dense, linear, pack, reordered
+from engine.dense import ACTS, count_dense, linear, pack, reordered, signature
 
 # The kept M_h of one model stay within this; layers past it use the full products.
 LOWRANK_BUDGET_BYTES = 512 << 20
@@ -108,8 +108,7 @@ class LowRankJoin:
         w_o, mlp = block.attn.W_O, block.mlp
         centred, weight, bias, _eps = self._affine[layer]
         sources = [w_o, mlp.W_in, weight] + ([mlp.W_gate] if self.form.gated else [])
-        sig = tuple((t.data_ptr(), -1 if t.is_inference() else t._version, tuple(t.shape))
-                    for t in sources)
+        sig = signature(sources)
         store = _kept.setdefault(self.model, {})
         hit = store.get(layer)
         if hit is not None and hit[0] == sig:
