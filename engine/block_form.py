@@ -108,14 +108,21 @@ def describe(model) -> BlockForm:
                      scale=float(scaling), gated=gated, act=act if fusable(act) else None)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+           inplace: bool = False) -> torch.Tensor:
     """Rotary positions in the rotate-half convention on ``x`` [batch, pos, heads, d_head] with
     ``cos``/``sin`` [1 or batch, pos, rotary_dim]; dimensions past ``rotary_dim`` pass through
-    (GPT-NeoX and Phi rotate part of each head)."""
+    (GPT-NeoX and Phi rotate part of each head). Three passes over the rotated part (the
+    product with cos, then each half's sin term added in place); with ``inplace`` a partial
+    rotation overwrites ``x`` instead of copying its pass-through part."""
     rd = cos.shape[-1]
-    cos, sin = cos[:, :, None, :].to(x.dtype), sin[:, :, None, :].to(x.dtype)
-    x_rot, x_pass = x[..., :rd], x[..., rd:]
     half = rd // 2
-    rotated = torch.cat([-x_rot[..., half:], x_rot[..., :half]], dim=-1)
-    out = x_rot * cos + rotated * sin
-    return torch.cat([out, x_pass], dim=-1) if x_pass.shape[-1] else out
+    cos, sin = cos[:, :, None, :].to(x.dtype), sin[:, :, None, :].to(x.dtype)
+    if rd == x.shape[-1]:
+        out, x_rot = x * cos, x
+    else:
+        out, x_rot = (x, x[..., :rd].clone()) if inplace else (x.clone(), x[..., :rd])
+        out[..., :rd].mul_(cos)
+    out[..., :half].addcmul_(x_rot[..., half:rd], sin[..., :half], value=-1)
+    out[..., half:rd].addcmul_(x_rot[..., :half], sin[..., half:])
+    return out

@@ -45,6 +45,28 @@ def changed_positions(patches: dict, layer: int, p0: int, first: int, n_var: int
     return changed.repeat_interleave(n_pairs, dim=0)
 
 
+# What a layer writes into the residual stream of a variant joining it with the base run's
+# attention: its output differs from the base run's only where these are patched (the MLP is per
+# position). See ``SuffixForward.__call__``.
+AFTER_ATTENTION = ("attn.hook_z", "hook_attn_out", "hook_resid_mid", "hook_mlp_out")
+
+
+def patched_positions(patches: dict, layer: int, kinds, p0: int, first: int, n_var: int,
+                      n_pairs: int, n_pos: int) -> torch.Tensor:
+    """[n_var * n_pairs, n_pos] True at the positions (from ``p0``) where variants ``first ..``
+    of ``layer``'s masks patch any of ``kinds`` (hooks with a leading position axis) there."""
+    out = torch.zeros(n_var, n_pos, dtype=torch.bool)
+    for kind in kinds:
+        entry = patches.get(f"blocks.{layer}.{kind}")
+        if entry is None:
+            continue
+        mask = entry[0][first:first + n_var]  # [n_var, 1, pos or 1, ...]
+        if mask.shape[2] > 1:
+            mask = mask.narrow(2, p0, n_pos)
+        out = out.to(mask.device) | mask.reshape(*mask.shape[:3], -1).any(-1)[:, 0]
+    return out.repeat_interleave(n_pairs, dim=0)
+
+
 def hook_kind(name: str) -> str | None:
     """``blocks.3.attn.hook_z`` -> ``attn.hook_z``; None for hooks this forward cannot patch."""
     parts = name.split(".", 2)
@@ -70,15 +92,21 @@ def where_hook(mask: torch.Tensor, values: torch.Tensor, n_pairs: int):
     An activation of fewer rows holds the first variants (the suffix forward computes attention
     only for the variants that need it, which come first)."""
     src = values.unsqueeze(0)
+    # Only the variants whose mask is set anywhere are touched (in a staircase, those joining at
+    # this layer): the others' rows are neither read nor written.
+    hit = mask.reshape(mask.shape[0], -1).any(1).nonzero()[:, 0].tolist()
+    first, end = (hit[0], hit[-1] + 1) if hit else (0, 0)
 
     def hook(act, hook=None):
         # In place, like TransformerLens's patch setters: some bridge hook points (resid_mid) hand
         # out a tensor the block keeps using after the hook, so only an in-place write patches
         # every use of it.
-        n_var = act.shape[0] // n_pairs
-        m = mask if n_var == mask.shape[0] else mask[:n_var]
-        stacked = act.reshape(n_var, -1, *act.shape[1:])
-        act.copy_(torch.where(m, src.to(act.dtype), stacked).reshape(act.shape))
+        n_var = min(act.shape[0] // n_pairs, end)
+        if n_var <= first:
+            return act
+        part = act[first * n_pairs:n_var * n_pairs]
+        stacked = part.reshape(n_var - first, -1, *act.shape[1:])
+        part.copy_(torch.where(mask[first:n_var], src.to(act.dtype), stacked).reshape(part.shape))
         return act
 
     return hook

@@ -104,6 +104,9 @@ class ShortcutCheck:
         narrow = self._narrow_join_variants()
         groups = [(variants[i:i + size], p_start) for i in range(0, len(variants), size)]
         groups += [(narrow[i:i + 1], self._group_start(narrow)) for i in range(len(narrow))]
+        spots = self._position_variants()
+        groups += [(spots[i:i + size], self._group_start(spots[i:i + size]))
+                   for i in range(0, len(spots), size)]
         for group, start in groups:
             group_layers, group_suffix = self._check_group(group, start, suffix)
             layers_ok, suffix_ok = layers_ok and group_layers, suffix_ok and group_suffix
@@ -127,6 +130,29 @@ class ShortcutCheck:
         return [Variant(i, tuple((name, layer, (slice(None), head, slice(None)))
                                  for head in heads[i]))
                 for i, (layer, name) in enumerate(picks)]
+
+    def _position_variants(self) -> list[Variant]:
+        """One position (the first where the source run differs) of each residual-stream kind
+        and z, at the first patched layer: as a block sweep patches them. The suffix forward
+        then projects the rows joining there (resid_pre) or a layer later (attn_out, mlp_out,
+        ...) at that position only, beside rows projected in full, and a parallel block runs
+        its MLP there only (see ``SuffixForward._sparse_rows``); whole activations never do
+        that."""
+        kinds = ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "hook_resid_mid",
+                 "attn.hook_z")
+        by_kind: dict[str, list[tuple[int, str]]] = {}
+        for name in self.names:
+            if _suffix(name) in kinds and name in self.base and name in self.sources["source"]:
+                by_kind.setdefault(_suffix(name), []).append((_layer_of(name), name))
+        variants = []
+        for kind in kinds:
+            entries = sorted(by_kind.get(kind, []))
+            for layer, name in entries[:1]:
+                p = self.first_diff(name, "source")
+                if p < self.n_pos:
+                    sel = (p,) + tuple(slice(None) for _ in self.base[name].shape[2:])
+                    variants.append(Variant(len(variants), ((name, layer, sel),)))
+        return variants
 
     def _check_group(self, variants: list[Variant], p_start: int,
                      suffix: list) -> tuple[bool, bool]:

@@ -55,13 +55,15 @@ class SuffixAttention:
         return w
 
     # -- attention ------------------------------------------------------------------------------
-    def _rotary(self, layer: int, t: torch.Tensor, first: int) -> torch.Tensor:
-        """Rotary positions ``first .. first + len`` on q or k [R, len, heads, d_head]."""
+    def _rotary(self, layer: int, t: torch.Tensor, first: int,
+                inplace: bool = True) -> torch.Tensor:
+        """Rotary positions ``first .. first + len`` on q or k [R, len, heads, d_head] (by
+        default overwriting ``t``, a projection no one else reads)."""
         if not self.form.rotary:
             return t
         cos, sin = self._rot[layer]
         n = t.shape[1]
-        return rotate(t, cos[:, first:first + n], sin[:, first:first + n])
+        return rotate(t, cos[:, first:first + n], sin[:, first:first + n], inplace)
 
     def _prefix(self, layer: int, kind: str, p0: int, n_var: int) -> torch.Tensor:
         """The base run's keys (rotated) or values at positions ``:p0`` for ``n_var`` variants."""
@@ -69,17 +71,23 @@ class SuffixAttention:
         if kind == "k" and self.form.rotary:
             full = self._keys_rotated.get(layer)
             if full is None:
-                full = self._keys_rotated[layer] = self._rotary(layer, self.base[name], 0)
+                full = self._keys_rotated[layer] = self._rotary(layer, self.base[name], 0,
+                                                                    inplace=False)
         else:
             full = self.base[name]
         return full[:, :p0].repeat(n_var, 1, 1, 1)
 
-    def _keys_values(self, layer: int, h: torch.Tensor, p0: int, patched):
+    def _keys_values(self, layer: int, h: torch.Tensor | None, p0: int, patched,
+                     kv: torch.Tensor | None = None):
+        """Keys (rotated) and values of positions ``:p0`` (the base run's) and ``p0:`` (from the
+        normed ``h``, or the projections ``kv`` [R, n, 2 * kv width] when given)."""
         w = self._weights(layer)
         name = f"blocks.{layer}.attn."
-        n_var = h.shape[0] // self.n_pairs
-        kv = linear(h.reshape(-1, h.shape[-1]), w["kv"], w["bkv"])
-        k, v = kv.reshape(h.shape[0], h.shape[1], 2, *w["k_heads"]).unbind(2)
+        if kv is None:
+            kv = linear(h.reshape(-1, h.shape[-1]), w["kv"], w["bkv"]).reshape(
+                h.shape[0], h.shape[1], -1)
+        n_var = kv.shape[0] // self.n_pairs
+        k, v = kv.reshape(kv.shape[0], kv.shape[1], 2, *w["k_heads"]).unbind(2)
         if name + "hook_k" in patched:
             k = patched(name + "hook_k", k.contiguous())
         if name + "hook_v" in patched:
@@ -90,12 +98,17 @@ class SuffixAttention:
             v = torch.cat([self._prefix(layer, "v", p0, n_var), v], dim=1)
         return k, v
 
-    def _z(self, layer: int, h_q: torch.Tensor, k, v, first_q: int, patched) -> torch.Tensor:
+    def _z(self, layer: int, h_q: torch.Tensor | None, k, v, first_q: int, patched,
+           q: torch.Tensor | None = None) -> torch.Tensor:
+        """z of the queries from the normed ``h_q`` (or their projections ``q`` [R, n, width])
+        over keys ``k`` and values ``v``."""
         w = self._weights(layer)
         name = f"blocks.{layer}.attn."
-        self.query_rows += h_q.shape[0] * h_q.shape[1] // self.n_pairs
-        q = linear(h_q.reshape(-1, h_q.shape[-1]), w["q"], w["bq"])
-        q = patched(name + "hook_q", q.reshape(h_q.shape[0], h_q.shape[1], *w["q_heads"]))
+        if q is None:
+            self.query_rows += h_q.shape[0] * h_q.shape[1] // self.n_pairs
+            q = linear(h_q.reshape(-1, h_q.shape[-1]), w["q"], w["bq"])
+            q = q.reshape(h_q.shape[0], h_q.shape[1], -1)
+        q = patched(name + "hook_q", q.reshape(q.shape[0], q.shape[1], *w["q_heads"]))
         q = self._rotary(layer, q, first_q)
         n_q, n_k = q.shape[1], k.shape[1]
         # q·k and pattern·v over the keys each query sees (causal)
@@ -120,6 +133,45 @@ class SuffixAttention:
             future = torch.ones(n_q, n_k, dtype=torch.bool, device=device).triu(first_q + 1)
             self._masks[key] = ~future if seen else future
         return self._masks[key]
+
+    def _sparse_qkv(self, layer: int, x: torch.Tensor, n_rows: int, p0: int, sparse):
+        """The query and key/value projections [R, n, width] of rows ``:n_rows`` of ``x``, where
+        ``sparse`` = (first row, mask [rows, n]) says that rows from the first one differ from
+        the base run's resid_pre only where the mask is set: they are projected there only and
+        take the base run's projections elsewhere (positions are independent up to attention).
+        """
+        first, mask = sparse
+        w, norm = self._weights(layer), self._norms[layer, "ln1"]
+        qs, kvs = [], []
+        if first:
+            h = norm(x[:first]).reshape(-1, x.shape[-1])
+            qs.append(linear(h, w["q"], w["bq"]).reshape(first, x.shape[1], -1))
+            kvs.append(linear(h, w["kv"], w["bkv"]).reshape(first, x.shape[1], -1))
+        base_q, base_kv = self._base_projections(layer)
+        n_var = (n_rows - first) // self.n_pairs
+        q = base_q[:, p0:].repeat(n_var, 1, 1)
+        kv = base_kv[:, p0:].repeat(n_var, 1, 1)
+        if bool(mask.any()):
+            h = norm(x[first:n_rows][mask][:, None])[:, 0]
+            q[mask] = linear(h, w["q"], w["bq"])
+            kv[mask] = linear(h, w["kv"], w["bkv"])
+        qs.append(q)
+        kvs.append(kv)
+        self.query_rows += (first * x.shape[1] + int(mask.sum())) // self.n_pairs
+        return (torch.cat(qs), torch.cat(kvs)) if first else (q, kv)
+
+    def _base_projections(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query and key/value projections [B, pos, width] of the base run's resid_pre at
+        ``layer`` (kept per layer)."""
+        got = self._base_proj.get(layer)
+        if got is None:
+            w = self._weights(layer)
+            x = self.base[f"blocks.{layer}.hook_resid_pre"]
+            h = self._norms[layer, "ln1"](x).reshape(-1, x.shape[-1])
+            got = self._base_proj[layer] = (
+                linear(h, w["q"], w["bq"]).reshape(x.shape[0], x.shape[1], -1),
+                linear(h, w["kv"], w["bkv"]).reshape(x.shape[0], x.shape[1], -1))
+        return got
 
     def _fused_attention(self, q, k, v, first_q: int) -> torch.Tensor:
         """z [B, n_q, heads, d_head] from PyTorch's fused attention. When the queries are the

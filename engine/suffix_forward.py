@@ -13,12 +13,15 @@ MLPs) from the model's own norm modules and its ``W_Q/W_K/W_V/W_O``, MLP weights
 tables. ``PatchRunner`` checks it per model and prompt shape, with patched variants, against the
 hooked full forward and does not use it when they disagree.
 
-Two more savings, both exact: a variant joins the batch at its first patched layer with the base
+More savings, all exact: a variant joins the batch at its first patched layer with the base
 run's residual stream, so unless it patches something upstream of z there (resid_pre, q, k, v,
-pattern) its attention at that layer is the base run's cached z; and the last layer, when every
-pair's answer sits at one position, runs its query, attention output and MLP at the answer
-position only. Without rotary positions or grouped keys it also forms no keys or values there:
-the query scores the suffix through W_K and pools it before W_V.
+pattern) its attention at that layer is the base run's cached z; in the first layer it computes,
+its input differs from the base run's only where it was patched (a block sweep's cell: one
+position), so its queries, keys and values are projected there alone and a parallel block's MLP
+runs there alone (``_sparse_rows``); and the last layer, when every pair's answer sits at one
+position, runs its query, attention output and MLP at the answer position only. Without rotary
+positions or grouped keys it also forms no keys or values there: the query scores the suffix
+through W_K and pools it before W_V.
 """
 
 from __future__ import annotations
@@ -27,27 +30,19 @@ import torch
 
 from engine.block_form import Unsupported, describe
 from engine.dense import linear, pack
+from engine.fast_norms import fast_norm
 from engine.lowrank_join import LowRankJoin
 from engine.patch_hooks import (
+    AFTER_ATTENTION,
     UPSTREAM_OF_MLP,
     UPSTREAM_OF_Z,
     Hooks,
     changed_positions,
     narrow_patch,
+    patched_positions,
     where_hook,
 )
 from engine.suffix_attention import SuffixAttention
-
-
-def plain_layer_norm(ln, eps: float) -> torch.nn.LayerNorm | None:
-    """The ``nn.LayerNorm`` a TransformerLens norm bridge wraps, when the bridge computes exactly
-    it (LayerNorm, not RMS, no weight offset, the same eps); None otherwise. Calling it directly
-    is one fused kernel instead of the bridge's seven elementwise passes."""
-    inner = getattr(ln, "original_component", None)
-    if (type(inner) is not torch.nn.LayerNorm or getattr(ln, "uses_rms_norm", True)
-            or getattr(ln, "uses_weight_offset", True) or abs(inner.eps - eps) > 1e-12):
-        return None
-    return inner
 
 
 def readout(model, x: torch.Tensor) -> torch.Tensor:
@@ -73,6 +68,8 @@ class SuffixForward(SuffixAttention):
         self.n_pairs = n_pairs
         cfg = model.cfg
         self._flat: dict[int, dict] = {}
+        self._mlp_w: dict[int, tuple] = {}  # packed MLP weights (see _mlp_weights)
+        self._base_proj: dict[int, tuple] = {}  # the base run's q, k/v projections (sparse rows)
         self.query_rows = 0  # variant-positions whose attention was computed (for tests, benches)
         self.mlp_rows = 0  # variant-positions whose MLP was computed (for tests, benches)
         eps = float(getattr(cfg, "eps", 1e-5))
@@ -80,7 +77,7 @@ class SuffixForward(SuffixAttention):
         for i, block in enumerate(model.blocks):
             for name in {"ln1", form.mlp_norm}:
                 module = getattr(block, name)
-                self._norms[i, name] = plain_layer_norm(module, eps) or module
+                self._norms[i, name] = fast_norm(module, eps, int(cfg.d_model))
         # Rotary tables (cos, sin) [1, pos, rotary_dim] of each layer, as its block was called.
         self._rot: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._keys_rotated: dict[int, torch.Tensor] = {}
@@ -93,7 +90,10 @@ class SuffixForward(SuffixAttention):
         # The last layer's key-free query needs unrotated, ungrouped keys.
         self._pool_keys = not form.rotary and form.n_kv_heads == form.n_heads
         self._act = form.act if form.act and self._fused_mlp_is_exact() else None
-        self.lowrank = LowRankJoin(model, form, self._norms) if self._act else None
+        self.lowrank = None
+        if self._act:  # (it reads the bridge's norm modules: their weight and form)
+            self.lowrank = LowRankJoin(model, form, {(i, "ln2"): getattr(
+                block, form.mlp_norm) for i, block in enumerate(model.blocks)})
         self.mlp_rows = 0  # (the probe above counted too)
 
     def _fused_mlp_is_exact(self) -> bool:
@@ -148,20 +148,32 @@ class SuffixForward(SuffixAttention):
             out = mlp(h)
             return out if residual is None else residual + out
         flat_h = h.reshape(-1, h.shape[-1])
-        w_in = pack(self.model, ("mlp_in", layer), (mlp.W_in,), lambda: mlp.W_in.t())
-        w_out = pack(self.model, ("mlp_out", layer), (mlp.W_out,), lambda: mlp.W_out.t())
+        w_in, b_in, w_gate, b_gate, w_out, b_out = self._mlp_weights(layer)
         if self.form.gated:
-            w_gate = pack(self.model, ("mlp_gate", layer), (mlp.W_gate,), lambda: mlp.W_gate.t())
-            hidden = linear(flat_h, w_gate, getattr(mlp, "b_gate", None), act)
-            hidden.mul_(linear(flat_h, w_in, mlp.b_in))
+            hidden = linear(flat_h, w_gate, b_gate, act)
+            hidden.mul_(linear(flat_h, w_in, b_in))
         else:
-            hidden = linear(flat_h, w_in, mlp.b_in, act)
-        b_out = getattr(mlp, "b_out", None)
-        shape = (*h.shape[:-1], mlp.W_out.shape[-1])
+            hidden = linear(flat_h, w_in, b_in, act)
+        shape = (*h.shape[:-1], w_out.shape[0])
         if residual is None:
             return linear(hidden, w_out, b_out).reshape(shape)
         return linear(hidden, w_out, b_out, residual=residual.reshape(-1, residual.shape[-1])
                       ).reshape(shape)
+
+    def _mlp_weights(self, layer: int) -> tuple:
+        """(W_in, b_in, W_gate, b_gate, W_out, b_out) of the layer's MLP, packed for ``linear``
+        (kept: the bridge builds each weight view anew on every access)."""
+        got = self._mlp_w.get(layer)
+        if got is None:
+            mlp, model = self.model.blocks[layer].mlp, self.model
+            w_gate = (pack(model, ("mlp_gate", layer), (mlp.W_gate,), lambda: mlp.W_gate.t())
+                      if self.form.gated else None)
+            got = self._mlp_w[layer] = (
+                pack(model, ("mlp_in", layer), (mlp.W_in,), lambda: mlp.W_in.t()), mlp.b_in,
+                w_gate, getattr(mlp, "b_gate", None),
+                pack(model, ("mlp_out", layer), (mlp.W_out,), lambda: mlp.W_out.t()),
+                getattr(mlp, "b_out", None))
+        return got
 
     def _block_rest(self, layer: int, x: torch.Tensor, y: torch.Tensor,
                     patched: Hooks, base_out: torch.Tensor | None = None,
@@ -171,21 +183,22 @@ class SuffixForward(SuffixAttention):
         the base run's MLP output for the last rows, whose MLP input is the base run's.
         ``joining``: (first row, [rows, pos] mask, p0) of rows that joined here with the base
         run's attention and whose MLP input differs from the base run's only where the mask is
-        set: their MLP is computed there only."""
+        set: their MLP is computed there only (these rows end where ``base_out``'s begin)."""
         n = len(x) - (0 if base_out is None else len(base_out))
+        norm = self._norms[layer, self.form.mlp_norm]
         if self.form.parallel:
-            h = self._norms[layer, self.form.mlp_norm](x[:n])
-            return self._mlp_add(layer, h, y, patched, base_out)
-        y = patched(f"blocks.{layer}.hook_resid_mid", y)
+            mlp_in = x
+        else:
+            mlp_in = y = patched(f"blocks.{layer}.hook_resid_mid", y)
         first, changed, p0 = joining
         if changed is not None and self._act is not None:
             n_join = len(changed)
             out = self._base_act(layer, "hook_mlp_out", n_join, p0)  # a copy (repeat)
-            out[changed] = self._mlp_out(layer, self._norms[layer, "ln2"](
-                y[first:first + n_join][changed])[:, None])[:, 0]
+            out[changed] = self._mlp_out(
+                layer, norm(mlp_in[first:first + n_join][changed])[:, None])[:, 0]
             base_out = out if base_out is None else torch.cat([out, base_out])
             n = first
-        return self._mlp_add(layer, self._norms[layer, "ln2"](y[:n]), y, patched, base_out)
+        return self._mlp_add(layer, norm(mlp_in[:n]), y, patched, base_out)
 
     # -- the whole staircase --------------------------------------------------------------------
     def __call__(self, starts: list[int], patches: dict, p0: int, answer_pos: torch.Tensor,
@@ -210,6 +223,7 @@ class SuffixForward(SuffixAttention):
 
         patched = Hooks(hooks)
         x = None
+        carry = None  # (first row, mask): rows whose input differs from the base's at the mask
         for layer in range(starts[0], n_layers):
             self.check_cancelled()
             n_new = sum(1 for s in starts if s == layer)
@@ -235,10 +249,20 @@ class SuffixForward(SuffixAttention):
                 x = self._last_layer(layer, x, p0, answer - p0, patched, Hooks(last),
                                      n_computed, n_mlp)
                 return readout(model, x)
-            changed = None
+            sparse = self._sparse_rows(patches, layer, p0, carry, n_old, n_computed)
+            carry = None
+            if n_computed < len(x):  # rows with the base run's attention here
+                carry = (n_computed, patched_positions(
+                    patches, layer, AFTER_ATTENTION, p0, n_computed // b,
+                    (len(x) - n_computed) // b, b, x.shape[1]).to(x.device))
+            changed, join_first = None, n_computed
             if n_computed < n_mlp and not self.form.parallel:
                 changed = changed_positions(patches, layer, p0, n_computed // b,
                                             (n_mlp - n_computed) // b, b, x.shape[1])
+            elif sparse is not None and self.form.parallel and sparse[0] < n_mlp:
+                # A parallel block's MLP reads resid_pre: the sparse rows' MLP input differs from
+                # the base run's at their mask only.
+                join_first, changed = sparse[0], sparse[1][:n_mlp - sparse[0]]
             # Joining rows whose z changes at most positions: narrow MLP products at every
             # position (about half an MLP each); at few positions: the MLP there only.
             if ((changed is None or 2 * int(changed.sum()) > changed.numel())
@@ -246,10 +270,10 @@ class SuffixForward(SuffixAttention):
                     and self.lowrank.usable(layer, patches)):
                 x = self._narrow_join(layer, x, p0, patched, n_computed, n_mlp)
                 continue
-            y = self._attention(layer, x, p0, patched, n_computed)
+            y = self._attention(layer, x, p0, patched, n_computed, sparse)
             base_out = (self._base_act(layer, "hook_mlp_out", len(x) - n_mlp, p0)
                         if n_mlp < len(x) else None)
-            x = self._block_rest(layer, x, y, patched, base_out, (n_computed, changed, p0))
+            x = self._block_rest(layer, x, y, patched, base_out, (join_first, changed, p0))
         n_var = x.shape[0] // b
         rows = torch.arange(x.shape[0], device=x.device)
         x = x[rows, (answer_pos - p0).repeat(n_var)][:, None, :]
@@ -282,16 +306,44 @@ class SuffixForward(SuffixAttention):
         return act.repeat(n_rows // self.n_pairs, *([1] * (act.ndim - 1)))
 
     def _attention(self, layer: int, x: torch.Tensor, p0: int, patched: Hooks,
-                   n_computed: int) -> torch.Tensor:
+                   n_computed: int, sparse: tuple | None = None) -> torch.Tensor:
         """``x`` plus the attention output of every row; attention is computed for the first
         ``n_computed`` rows only, the rest (variants that joined at this layer) take the base
-        run's z."""
+        run's z. ``sparse``: see ``_sparse_qkv``."""
         base_z = self._base_z(layer, len(x) - n_computed, p0) if n_computed < len(x) else None
-        h = self._norms[layer, "ln1"](x[:n_computed])
         z = None
-        if n_computed:
+        if n_computed and sparse is not None:
+            q, kv = self._sparse_qkv(layer, x, n_computed, p0, sparse)
+            z = self._z(layer, None, *self._keys_values(layer, None, p0, patched, kv), p0,
+                        patched, q)
+        elif n_computed:
+            h = self._norms[layer, "ln1"](x[:n_computed])
             z = self._z(layer, h, *self._keys_values(layer, h, p0, patched), p0, patched)
         return self._attn_out(layer, z, base_z, patched, x)
+
+    def _sparse_rows(self, patches: dict, layer: int, p0: int, carry, n_old: int,
+                     n_computed: int) -> tuple | None:
+        """(first row, mask [rows, positions]) for the rows up to ``n_computed`` whose input here
+        differs from the base run's resid_pre only at the mask: those that took the base run's
+        attention in the layer before (``carry``) and those joining here; None when they are
+        few or their masks mostly set (projecting everything is then as cheap)."""
+        resid = self.base[f"blocks.{layer}.hook_resid_pre"]
+        b, n_pos = self.n_pairs, resid.shape[1] - p0
+        first, masks = n_old, []
+        if carry is not None and carry[0] < n_old:
+            first, mask = carry
+            masks.append(mask)
+        if first >= n_computed:
+            return None
+        if n_computed > n_old:
+            masks.append(torch.zeros(n_computed - n_old, n_pos, dtype=torch.bool,
+                                     device=resid.device))
+        mask = torch.cat(masks) if len(masks) > 1 else masks[0]
+        mask = mask | patched_positions(patches, layer, ("hook_resid_pre",), p0, first // b,
+                                        (n_computed - first) // b, b, n_pos).to(mask.device)
+        if 4 * int(mask.sum()) > 3 * mask.numel():
+            return None
+        return first, mask
 
     def _narrow_join(self, layer: int, x: torch.Tensor, p0: int, patched: Hooks,
                      n_computed: int, n_mlp: int) -> torch.Tensor:

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from engine import dense
+from engine.fast_norms import plain_layer_norm
 from engine.jobs import Context
 from engine.patching import PromptPair, SweepRequest, run_sweep
-from engine.suffix_forward import plain_layer_norm
 
 REFERENCE = {
     "gelu_new": lambda t: 0.5 * t * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (t + 0.044715 * t**3))),
@@ -115,6 +115,7 @@ def test_sweeps_agree_on_both_paths_and_use_onednn_on_cpu(tiny_host, monkeypatch
             pytest.skip("this PyTorch build has no working oneDNN linear")
         monkeypatch.setattr(dense, "_onednn_ok", mode)
         dense._packs.pop(tiny_host.model, None)
+        tiny_host.__dict__.pop("_patching_runner", None)  # (its forward keeps its weights)
         results[mode] = run_sweep(tiny_host, SweepRequest((pair,), "head_out"), Context()).values
         kept = dense._packs.get(tiny_host.model, {})
         # The sweep's layers went through oneDNN (layer 1's MLP runs the cells started at layer

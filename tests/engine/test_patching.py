@@ -374,11 +374,16 @@ def test_joining_variants_that_patch_after_z_take_the_base_attention_in_a_mixed_
     """In one forward holding resid_pre, attn_out and mlp_out cells of every layer (the block
     sweep, one forward per patched position), the cells joining at layer l that patch attn_out or
     mlp_out there still take the base run's attention: only the resid_pre cell joining there
-    computes it, with the cells that started below. Same numbers as TL."""
+    computes it, with the cells that started below. A cell's input differs from the base run's
+    at its patched position alone in its first computed layer (l for resid_pre, l + 1 for
+    attn_out and mlp_out): it is projected to queries, keys and values there only. Same numbers
+    as TL."""
     runner, first, n, n_layers = _block_sweep_in_one_forward(shaped_host, monkeypatch)
-    # Per position bucket: at layer l, 3 * l cells started below and one resid_pre cell joins
-    # (attention over the bucket's n - p positions); the last layer runs the answer query only.
-    want = sum(sum((3 * layer + 1) * (n - p) for layer in range(n_layers - 1))
+    # Per position bucket p: at layer l >= 1 below the last, 3 * l cells started below, of which
+    # the attn_out and mlp_out cells of layer l - 1 are projected at p only, as is the resid_pre
+    # cell joining at l; the others over the bucket's n - p positions. The last layer runs the
+    # answer query only.
+    want = sum(1 + sum((3 * layer - 2) * (n - p) + 3 for layer in range(1, n_layers - 1))
                + 3 * (n_layers - 1) + 1 for p in range(first, n))
     assert runner.suffix.query_rows == want
 
