@@ -28,21 +28,11 @@ def changed_positions(patches: dict, layer: int, p0: int, first: int, n_var: int
     masks (joining there with the base run's resid_pre and attention) differs from the base
     run's: where they patch z or attn_out at this layer (positions ``p0:``). None when their
     resid_mid is patched here (then any position may differ)."""
-    if f"blocks.{layer}.hook_resid_mid" in patches:
+    kinds = ("attn.hook_z", "hook_attn_out")
+    if f"blocks.{layer}.hook_resid_mid" in patches or not any(
+            f"blocks.{layer}.{kind}" in patches for kind in kinds):
         return None
-    changed = None
-    for kind in ("attn.hook_z", "hook_attn_out"):
-        entry = patches.get(f"blocks.{layer}.{kind}")
-        if entry is None:
-            continue
-        mask = entry[0][first:first + n_var]  # [n_var, 1, pos or 1, ...]
-        if mask.shape[2] > 1:
-            mask = mask.narrow(2, p0, n_pos)
-        hit = mask.reshape(*mask.shape[:3], -1).any(-1)[:, 0].expand(n_var, n_pos)
-        changed = hit if changed is None else changed | hit
-    if changed is None:
-        return None
-    return changed.repeat_interleave(n_pairs, dim=0)
+    return patched_positions(patches, layer, kinds, p0, first, n_var, n_pairs, n_pos)
 
 
 # What a layer writes into the residual stream of a variant joining it with the base run's
