@@ -141,20 +141,17 @@ class SuffixAttention:
         take the base run's projections elsewhere (positions are independent up to attention).
         """
         first, mask = sparse
-        w, norm = self._weights(layer), self._norms[layer, "ln1"]
         qs, kvs = [], []
         if first:
-            h = norm(x[:first]).reshape(-1, x.shape[-1])
-            qs.append(linear(h, w["q"], w["bq"]).reshape(first, x.shape[1], -1))
-            kvs.append(linear(h, w["kv"], w["bkv"]).reshape(first, x.shape[1], -1))
+            q, kv = self._project(layer, x[:first])
+            qs.append(q)
+            kvs.append(kv)
         base_q, base_kv = self._base_projections(layer)
         n_var = (n_rows - first) // self.n_pairs
         q = base_q[:, p0:].repeat(n_var, 1, 1)
         kv = base_kv[:, p0:].repeat(n_var, 1, 1)
         if bool(mask.any()):
-            h = norm(x[first:n_rows][mask][:, None])[:, 0]
-            q[mask] = linear(h, w["q"], w["bq"])
-            kv[mask] = linear(h, w["kv"], w["bkv"])
+            q[mask], kv[mask] = (t[:, 0] for t in self._project(layer, x[first:n_rows][mask][:, None]))
         qs.append(q)
         kvs.append(kv)
         self.query_rows += (first * x.shape[1] + int(mask.sum())) // self.n_pairs
@@ -165,13 +162,16 @@ class SuffixAttention:
         ``layer`` (kept per layer)."""
         got = self._base_proj.get(layer)
         if got is None:
-            w = self._weights(layer)
-            x = self.base[f"blocks.{layer}.hook_resid_pre"]
-            h = self._norms[layer, "ln1"](x).reshape(-1, x.shape[-1])
-            got = self._base_proj[layer] = (
-                linear(h, w["q"], w["bq"]).reshape(x.shape[0], x.shape[1], -1),
-                linear(h, w["kv"], w["bkv"]).reshape(x.shape[0], x.shape[1], -1))
+            got = self._base_proj[layer] = self._project(
+                layer, self.base[f"blocks.{layer}.hook_resid_pre"])
         return got
+
+    def _project(self, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ln1, then the query and key/value projections [R, n, width] of ``x`` [R, n, d]."""
+        w = self._weights(layer)
+        h = self._norms[layer, "ln1"](x).reshape(-1, x.shape[-1])
+        return (linear(h, w["q"], w["bq"]).reshape(*x.shape[:2], -1),
+                linear(h, w["kv"], w["bkv"]).reshape(*x.shape[:2], -1))
 
     def _fused_attention(self, q, k, v, first_q: int) -> torch.Tensor:
         """z [B, n_q, heads, d_head] from PyTorch's fused attention. When the queries are the
