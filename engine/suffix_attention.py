@@ -200,7 +200,8 @@ class SuffixAttention:
         w = self._weights(layer)
         if base_z is not None:
             z = base_z if z is None else torch.cat([z, base_z])
-        z = patched(f"blocks.{layer}.attn.hook_z", z).reshape(-1, w["d_z"])
+        z = self._z_last = patched(f"blocks.{layer}.attn.hook_z", z)
+        z = z.reshape(-1, w["d_z"])
         name = f"blocks.{layer}.hook_attn_out"
         if name in patched:
             return x + patched(name, linear(z, w["o"], w["bo"]).reshape(x.shape))

@@ -18,10 +18,11 @@ run's residual stream, so unless it patches something upstream of z there (resid
 pattern) its attention at that layer is the base run's cached z; in the first layer it computes,
 its input differs from the base run's only where it was patched (a block sweep's cell: one
 position), so its queries, keys and values are projected there alone and a parallel block's MLP
-runs there alone (``_sparse_rows``); and the last layer, when every pair's answer sits at one
-position, runs its query, attention output and MLP at the answer position only. Without rotary
-positions or grouped keys it also forms no keys or values there: the query scores the suffix
-through W_K and pools it before W_V.
+runs there alone (``_sparse_rows``); in a parallel block, the layer after a variant joined
+patching z only projects it through narrow products (``engine.lowrank_next``); and the last
+layer, when every pair's answer sits at one position, runs its query, attention output and MLP
+at the answer position only. Without rotary positions or grouped keys it also forms no keys or
+values there: the query scores the suffix through W_K and pools it before W_V.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from engine.block_form import Unsupported, describe
 from engine.dense import linear, pack
 from engine.fast_norms import fast_norm
 from engine.lowrank_join import LowRankJoin
+from engine.lowrank_next import NextJoinLayer, NextLayerJoin
 from engine.patch_hooks import (
     AFTER_ATTENTION,
     UPSTREAM_OF_MLP,
@@ -55,7 +57,7 @@ def readout(model, x: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-class SuffixForward(SuffixAttention):
+class SuffixForward(SuffixAttention, NextJoinLayer):
     """The staircase forward of ``PatchRunner`` over positions ``p0:`` only."""
 
     def __init__(self, model, base: dict, n_pairs: int, check_cancelled=lambda: None,
@@ -94,6 +96,12 @@ class SuffixForward(SuffixAttention):
         if self._act:  # (it reads the bridge's norm modules: their weight and form)
             self.lowrank = LowRankJoin(model, form, {(i, "ln2"): getattr(
                 block, form.mlp_norm) for i, block in enumerate(model.blocks)})
+        self.next_join = None
+        if form.parallel:
+            self.next_join = NextLayerJoin(model, form, {
+                (i, name): getattr(block, name) for i, block in enumerate(model.blocks)
+                for name in {"ln1", form.mlp_norm}}, self._weights, self._act is not None)
+        self._z_last = None  # the last layer's z after its patch (see _z_only_rows)
         self.mlp_rows = 0  # (the probe above counted too)
 
     def _fused_mlp_is_exact(self) -> bool:
@@ -224,6 +232,7 @@ class SuffixForward(SuffixAttention):
         patched = Hooks(hooks)
         x = None
         carry = None  # (first row, mask): rows whose input differs from the base's at the mask
+        z_only = None  # (first row, dz) of rows that joined the layer before patching z only
         for layer in range(starts[0], n_layers):
             self.check_cancelled()
             n_new = sum(1 for s in starts if s == layer)
@@ -270,10 +279,14 @@ class SuffixForward(SuffixAttention):
                     and self.lowrank.usable(layer, patches)):
                 x = self._narrow_join(layer, x, p0, patched, n_computed, n_mlp)
                 continue
-            y = self._attention(layer, x, p0, patched, n_computed, sparse)
-            base_out = (self._base_act(layer, "hook_mlp_out", len(x) - n_mlp, p0)
-                        if n_mlp < len(x) else None)
-            x = self._block_rest(layer, x, y, patched, base_out, (join_first, changed, p0))
+            if sparse is None and self._next_join_applies(layer, patches, p0, z_only):
+                x = self._next_join_layer(layer, x, p0, patched, n_computed, n_mlp, z_only)
+            else:
+                y = self._attention(layer, x, p0, patched, n_computed, sparse)
+                base_out = (self._base_act(layer, "hook_mlp_out", len(x) - n_mlp, p0)
+                            if n_mlp < len(x) else None)
+                x = self._block_rest(layer, x, y, patched, base_out, (join_first, changed, p0))
+            z_only = self._z_only_rows(layer, patches, p0, n_computed, n_mlp, len(x))
         n_var = x.shape[0] // b
         rows = torch.arange(x.shape[0], device=x.device)
         x = x[rows, (answer_pos - p0).repeat(n_var)][:, None, :]
