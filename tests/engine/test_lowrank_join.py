@@ -9,45 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from engine.host import load_host
 from engine.jobs import Context
 from engine.lowrank_join import LowRankJoin, norm_affine
-from engine.model_sources import ModelSpec
 from engine.patching import SweepRequest, run_sweep
-from tests.model_matrix import make_family_folder
 from tests.tl_reference import PAIRS, Runs, assert_spread
-
-
-def _vectors_randomised(folder):
-    """Every 1-D tensor of the checkpoint (norm weights, biases) set to random values: a random
-    initialisation leaves norm weights at one and biases at zero, which would hide a wrong
-    constant term."""
-    path = folder / "model.safetensors"
-    tensors = load_file(str(path))
-    g = torch.Generator().manual_seed(5)
-    for name, t in tensors.items():
-        if t.dim() == 1:
-            noise = torch.randn(t.shape, generator=g)
-            is_weight = "norm" in name or "ln" in name
-            tensors[name] = (1.0 + 0.5 * noise if is_weight else 0.3 * noise).to(t.dtype)
-    save_file(tensors, str(path), metadata={"format": "pt"})
-    return folder
-
-
-@pytest.fixture(scope="module")
-def skewed_host(tmp_path_factory):
-    hosts = {}
-
-    def get(family):
-        if family not in hosts:
-            folder = make_family_folder(family, tmp_path_factory.mktemp(family))
-            hosts[family] = load_host(ModelSpec("folder", str(_vectors_randomised(folder)),
-                                                "cpu"))
-        return hosts[family]
-
-    return get
 
 
 def _sweep(host, kind, pairs):
@@ -74,27 +40,32 @@ def test_narrow_join_equals_transformer_lens(skewed_host, family, kind, pairs):
     np.testing.assert_allclose(ours.values, ref, atol=1e-4 * max(1.0, scale), rtol=1e-4)
 
 
-def test_the_exactness_check_runs_the_narrow_path_and_rejects_it_when_wrong(skewed_host,
-                                                                            monkeypatch):
-    """A narrow path that drops the norm's constant term is caught by the per-model check, which
-    then keeps the suffix forward off; the sweep still gives TransformerLens's numbers."""
-    host = skewed_host("gpt2")
-    real = LowRankJoin.__call__
+def assert_check_rejects(host, monkeypatch, cls, spoil) -> None:
+    """With ``cls.__call__``'s output passed through ``spoil``, the per-model check runs it
+    during a head sweep and keeps the suffix forward off; the sweep still gives
+    TransformerLens's numbers."""
+    real = cls.__call__
     calls = []
 
-    def wrong(self, layer, y_base, dz, n_pairs):
-        calls.append(layer)
-        return real(self, layer, y_base, dz, n_pairs) * 1.001
+    def wrong(self, *args):
+        calls.append(args[0])
+        return spoil(real(self, *args))
 
-    monkeypatch.setattr(LowRankJoin, "__call__", wrong)
+    monkeypatch.setattr(cls, "__call__", wrong)
     host.__dict__.pop("_patching_shortcuts_exact", None)
     ours, runner = _sweep(host, "head_out", "middle")
-    assert calls, "the check never ran the narrow path"
+    assert calls, f"the check never ran {cls.__name__}"
     assert runner.suffix is None
     ref = Runs(host, PAIRS["middle"], "logit_diff").sweep("head_out")
     scale = assert_spread(ref, "head_out")
     np.testing.assert_allclose(ours.values, ref, atol=1e-4 * max(1.0, scale), rtol=1e-4)
     host.__dict__.pop("_patching_shortcuts_exact", None)  # later tests check afresh
+
+
+def test_the_exactness_check_runs_the_narrow_path_and_rejects_it_when_wrong(skewed_host,
+                                                                            monkeypatch):
+    """A narrow path whose output is off by 0.1% is caught by the per-model check."""
+    assert_check_rejects(skewed_host("gpt2"), monkeypatch, LowRankJoin, lambda out: out * 1.001)
 
 
 def test_the_narrow_path_matches_the_full_products(skewed_host, monkeypatch):

@@ -11,30 +11,13 @@ import pytest
 import torch
 
 from engine.dense import linear
-from engine.host import load_host
 from engine.jobs import Context
 from engine.lowrank_next import NextLayerJoin
-from engine.model_sources import ModelSpec
 from engine.patch_plan import PlanItem, PlanRequest, run_plan
-from tests.engine.test_lowrank_join import _sweep, _vectors_randomised
-from tests.model_matrix import make_family_folder
+from tests.engine.test_lowrank_join import _sweep, assert_check_rejects
 from tests.tl_reference import PAIRS, Runs, assert_spread
 
 PARALLEL = ["gpt_neox", "phi", "falcon"]
-
-
-@pytest.fixture(scope="module")
-def skewed_host(tmp_path_factory):
-    hosts = {}
-
-    def get(family):
-        if family not in hosts:
-            folder = make_family_folder(family, tmp_path_factory.mktemp(family))
-            hosts[family] = load_host(ModelSpec("folder", str(_vectors_randomised(folder)),
-                                                "cpu"))
-        return hosts[family]
-
-    return get
 
 
 @pytest.mark.parametrize("family", PARALLEL)
@@ -88,26 +71,9 @@ def test_a_plan_mixing_z_with_query_patches_equals_the_full_products(skewed_host
 
 def test_the_exactness_check_runs_the_next_layer_path_and_rejects_it_when_wrong(
         skewed_host, monkeypatch):
-    """Products off by 1% are caught by the per-model check, which keeps the suffix
-    forward off; the sweep still gives TransformerLens's numbers."""
-    host = skewed_host("gpt_neox")
-    real = NextLayerJoin.__call__
-    calls = []
-
-    def wrong(self, *args):
-        calls.append(args[0])
-        out = real(self, *args)
-        return {key: value * 1.01 for key, value in out.items()}
-
-    monkeypatch.setattr(NextLayerJoin, "__call__", wrong)
-    host.__dict__.pop("_patching_shortcuts_exact", None)
-    ours, runner = _sweep(host, "head_out", "middle")
-    assert calls, "the check never ran the next-layer path"
-    assert runner.suffix is None
-    ref = Runs(host, PAIRS["middle"], "logit_diff").sweep("head_out")
-    scale = assert_spread(ref, "head_out")
-    np.testing.assert_allclose(ours.values, ref, atol=1e-4 * max(1.0, scale), rtol=1e-4)
-    host.__dict__.pop("_patching_shortcuts_exact", None)  # later tests check afresh
+    """Products off by 1% are caught by the per-model check."""
+    assert_check_rejects(skewed_host("gpt_neox"), monkeypatch, NextLayerJoin,
+                         lambda out: {key: value * 1.01 for key, value in out.items()})
 
 
 def test_the_next_layer_path_matches_the_full_products(skewed_host, monkeypatch):
