@@ -36,7 +36,7 @@ def heatmap_what(result) -> str:
         what = dict(SWEEPS).get(result.kind, result.kind)
         if labels.get("estimate"):
             what = f"attribution estimate, {what}"
-    from widgets.patching_panel import SHORT
+    from widgets.patching_text import SHORT
 
     return f"{what} · {SHORT.get(result.metric, result.metric)}"
 

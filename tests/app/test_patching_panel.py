@@ -40,7 +40,14 @@ def test_sweep_streams_into_heatmap_and_click_selects(qtbot, window, artifacts_d
     assert panel.alignment.item(0, pos).text() != panel.alignment.item(1, pos).text()
     assert panel.alignment.item(0, pos).background().color().name() != \
         panel.alignment.item(0, 0).background().color().name()
+    # The panel's progress bar shows while the sweep runs, then gives its room to the heatmap.
+    assert panel.progress.isHidden()
+    shown_while_running = []
+    window.controller.job_progress.connect(
+        lambda ch, f, m: shown_while_running.append(not panel.progress.isHidden()))
     run_panel_sweep(qtbot, window, panel, "head_out")
+    assert shown_while_running and all(shown_while_running)
+    assert panel.progress.isHidden()
     result = panel.result
     assert result is not None and result.complete
     # Same numbers as the engine computes on the window's own model (run through the worker).
@@ -110,7 +117,7 @@ def test_cancel_mid_sweep_keeps_partial_cells(qtbot, window):
     with qtbot.waitSignal(window.controller.job_done, timeout=1000,
                           check_params_cb=lambda ch: ch == "patching"):
         qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
-    assert "cancelled" in panel.progress.format()
+    assert "cancelled" in panel.progress.format() and not panel.progress.isHidden()
     kept = panel.result
     assert not kept.complete and 0 < kept.done < kept.total
     assert np.isfinite(kept.values).sum() == kept.done
