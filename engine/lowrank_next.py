@@ -32,9 +32,10 @@ import weakref
 
 import torch
 
-from engine.dense import ACTS, count_dense, linear
-from engine.lowrank_join import norm_affine
+from engine.dense import ACTS, count_dense, linear, signature
+from engine.lowrank_join import add_head_products, norm_affine
 from engine.patch_hooks import Hooks, patched_positions
+from engine.suffix_attention import _flat
 
 # The kept M_h of one model stay within this; layers past it use the full products.
 NEXT_BUDGET_BYTES = 512 << 20
@@ -78,8 +79,8 @@ class NextLayerJoin:
         w = self._weights(layer)
         attn = self.model.blocks[layer].attn
         mlp = self.model.blocks[layer].mlp
-        out = [("q", "ln1", _plain(attn.W_Q), w["bq"]),
-               ("kv", "ln1", torch.cat([_plain(attn.W_K), _plain(attn.W_V)]), w["bkv"])]
+        out = [("q", "ln1", _flat(attn.W_Q), w["bq"]),
+               ("kv", "ln1", torch.cat([_flat(attn.W_K), _flat(attn.W_V)]), w["bkv"])]
         if self.with_mlp:
             out.append(("in", self.form.mlp_norm, mlp.W_in.t(), mlp.b_in))
         if self.with_mlp and self.form.gated:
@@ -88,8 +89,6 @@ class NextLayerJoin:
         return out
 
     def _mats(self, layer: int) -> dict | None:
-        from engine.dense import signature
-
         attn, mlp = self.model.blocks[layer].attn, self.model.blocks[layer].mlp
         w_o = self.model.blocks[layer - 1].attn.W_O
         sources = [w_o, attn.W_Q, attn.W_K, attn.W_V] + (
@@ -143,28 +142,20 @@ class NextLayerJoin:
                 scales[centred, eps] = (yc.pow(2).mean(-1, keepdim=True) + eps).sqrt()
             return scales[centred, eps]
 
-        one_head = bool((active.sum(1) == 1).all())
-        heads = active.int().argmax(1) if one_head else None
-        d_sel = dz[torch.arange(n_var, device=dz.device), :, heads] if one_head else None
-        # Every head once, in order (a head sweep's layer): M_h as kept, not gathered per row.
-        in_order = one_head and n_var == n_heads and bool(
-            (heads == torch.arange(n_heads, device=heads.device)).all())
+        keys = [key for key in mats if key != "bytes"]
+        centred_rows: dict = {}
+        firsts = {}
+        for key in keys:  # (P y_base) W' of the base rows, for every variant
+            _m, w_eff, _c, centred, _eps = mats[key]
+            if centred not in centred_rows:
+                centred_rows[centred] = yb - yb.mean(-1, keepdim=True) if centred else yb
+            firsts[key] = linear(centred_rows[centred], w_eff, None).repeat(n_var, 1, 1)
+            count_dense(2 * int(active.sum()) * width * d_head * mats[key][0].shape[-1])
+        add_head_products([(firsts[key], mats[key][0]) for key in keys], dz, active)
         out = {}
-        for key, entry in mats.items():
-            if key == "bytes":
-                continue
-            m, w_eff, const, centred, eps = entry
-            ybc = yb - yb.mean(-1, keepdim=True) if centred else yb
-            first = linear(ybc, w_eff, None).repeat(n_var, 1, 1)  # [variants, width, out]
-            count_dense(2 * int(active.sum()) * width * d_head * m.shape[-1])
-            if one_head:
-                first.baddbmm_(d_sel, m if in_order else m[heads])
-            else:
-                for head in active.any(0).nonzero()[:, 0].tolist():
-                    idx = active[:, head].nonzero()[:, 0]
-                    d_h = dz[idx, :, head].reshape(-1, d_head)
-                    first.index_add_(0, idx, (d_h @ m[head]).reshape(len(idx), width, -1))
-            first.div_(scale(centred, eps))
+        for key in keys:
+            _m, _w, const, centred, eps = mats[key]
+            first = firsts[key].div_(scale(centred, eps))
             if const is not None:
                 first.add_(const)
             out[key] = first.reshape(n_rows, n_pos, -1)
@@ -259,8 +250,3 @@ class NextJoinLayer:
             return linear(flat, w_out, b_out).reshape(shape)
         return linear(flat, w_out, b_out,
                       residual=residual.reshape(-1, residual.shape[-1])).reshape(shape)
-
-
-def _plain(weight: torch.Tensor) -> torch.Tensor:
-    """[heads, d_model, d_head] -> [heads * d_head, d_model]."""
-    return weight.permute(0, 2, 1).reshape(-1, weight.shape[1])

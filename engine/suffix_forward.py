@@ -101,7 +101,7 @@ class SuffixForward(SuffixAttention, NextJoinLayer):
             self.next_join = NextLayerJoin(model, form, {
                 (i, name): getattr(block, name) for i, block in enumerate(model.blocks)
                 for name in {"ln1", form.mlp_norm}}, self._weights, self._act is not None)
-        self._z_last = None  # the last layer's z after its patch (see _z_only_rows)
+        self._z_last = None  # the latest computed layer's z after its patch (_z_only_rows)
         self.mlp_rows = 0  # (the probe above counted too)
 
     def _fused_mlp_is_exact(self) -> bool:
@@ -232,7 +232,7 @@ class SuffixForward(SuffixAttention, NextJoinLayer):
         patched = Hooks(hooks)
         x = None
         carry = None  # (first row, mask): rows whose input differs from the base's at the mask
-        z_only = None  # (first row, dz) of rows that joined the layer before patching z only
+        z_only = None  # (layer, first row, dz) of rows that joined a layer patching z only
         for layer in range(starts[0], n_layers):
             self.check_cancelled()
             n_new = sum(1 for s in starts if s == layer)
